@@ -1,0 +1,48 @@
+r"""Monte Carlo gradient estimators for E_{z ~ p_theta}[f(z)], as `jax.grad` transforms.
+
+The API, stated once::
+
+    from ssl_gen import estimators as est
+    objective = est.expectation(f, dist_fn, est.pathwise(), num_samples=4)
+    value = objective(params, key)            # MC estimate of E_{z ~ dist_fn(params)}[f(z)]
+    grads = jax.grad(lambda p, k: objective(p, k).sum())(params, key)  # the estimate
+
+- `dist_fn(params)` returns a distribution (`est.Normal`, ...): a pytree of arrays.
+- `f(z)` maps one sample to an array whose shape is a prefix of z's (the reduced axes are
+  the event axes). `f` may close over parameters (a decoder): their gradient is pathwise.
+- An estimator is an immutable `Estimator` made by a factory. It returns a *surrogate*
+  whose value is the MC estimate and whose `jax.grad` is the estimator's gradient, so it
+  works under `jax.jit`, `jax.vmap` (over keys) and inside any larger loss.
+- `est.grad_samples(objective, params, key, num_replicas)` stacks independent gradient
+  estimates on a leading axis: the raw material for variance, SNR, bias and cosine.
+
+The problem. With L(theta) = E_{p_theta(z)}[f(z)], the gradient is an expectation of its
+own only after a rewrite: the pathwise estimator moves theta into the sampling path
+(z = g(theta, eps)); the score function uses grad p = p grad log p; the measure-valued
+derivative writes grad p as a difference of two densities. Mohamed et al. (2020),
+"Monte Carlo Gradient Estimation in Machine Learning", JMLR 21(132), is the review this
+package follows; each estimator's docstring gives its own paper.
+
+This package imports only jax/numpy (and `ssl_gen.structured`): never flax, never train.
+"""
+
+from ssl_gen.estimators.core import (
+    Estimator,
+    check_num_samples,
+    expectation,
+    grad_samples,
+    mean_over_samples,
+)
+from ssl_gen.estimators.distributions import Normal, standard_normal_like
+from ssl_gen.estimators.pathwise import pathwise
+
+__all__ = [
+    "Estimator",
+    "Normal",
+    "check_num_samples",
+    "expectation",
+    "grad_samples",
+    "mean_over_samples",
+    "pathwise",
+    "standard_normal_like",
+]
