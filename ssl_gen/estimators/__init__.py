@@ -7,7 +7,12 @@ The API, stated once::
     value = objective(params, key)            # MC estimate of E_{z ~ dist_fn(params)}[f(z)]
     grads = jax.grad(lambda p, k: objective(p, k).sum())(params, key)  # the estimate
 
-- `dist_fn(params)` returns a distribution (`est.Normal`, ...): a pytree of arrays.
+- `dist_fn(params)` returns a distribution: a pytree of arrays. `est.Normal(loc, scale)`
+  (diagonal, reparameterizable), `est.Bernoulli(logits)` (0./1. float samples),
+  `est.Categorical(logits)` (one-hot samples on a trailing class axis, Gumbel-Max sampling).
+  Each has `sample`, `log_prob` (elementwise, no axis summed), `entropy`, `kl`, `mean`;
+  the discrete ones also `support()` (every joint value) and the Gumbel relaxation
+  (`perturb`, `hard`, `soft`). See `ssl_gen.estimators.distributions`.
 - `f(z)` maps one sample to an array whose shape is a prefix of z's (the reduced axes are
   the event axes). `f` may close over parameters (a decoder): their gradient is pathwise.
 - An estimator is an immutable `Estimator` made by a factory. It returns a *surrogate*
@@ -33,10 +38,17 @@ from ssl_gen.estimators.core import (
     grad_samples,
     mean_over_samples,
 )
-from ssl_gen.estimators.distributions import Normal, standard_normal_like
+from ssl_gen.estimators.distributions import (
+    Bernoulli,
+    Categorical,
+    Normal,
+    standard_normal_like,
+)
 from ssl_gen.estimators.pathwise import pathwise
 
 __all__ = [
+    "Bernoulli",
+    "Categorical",
     "Estimator",
     "Normal",
     "check_num_samples",

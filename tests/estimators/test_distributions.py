@@ -1,0 +1,101 @@
+"""Distributions: normalization, sampling frequencies, entropy and KL against enumeration."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from ssl_gen import estimators as est
+from tests.estimators.tolerance import N_SE
+
+BERN_LOGITS = jnp.array([-1.0, 0.3, 2.0])
+CAT_LOGITS = jnp.array([[0.5, -1.0, 0.0, 1.5], [0.0, 0.0, 0.0, 0.0]])
+# float32 sums of a handful of probabilities: rounding is ~1e-7 relative, 1e-5 is loose.
+ATOL = 1e-5
+
+
+def _joint_log_prob(dist, zs):
+    """log p(z) of every joint value z in zs, summing all batch axes."""
+    lp = jax.vmap(dist.log_prob)(zs)
+    return lp.reshape(lp.shape[0], -1).sum(-1)
+
+
+@pytest.mark.parametrize("dist", [est.Bernoulli(BERN_LOGITS), est.Categorical(CAT_LOGITS)])
+def test_support_is_complete_and_normalized(dist):
+    zs = dist.support()
+    assert zs.shape[1:] == dist.sample(jax.random.key(0)).shape
+    flat = np.asarray(zs.reshape(zs.shape[0], -1))
+    assert len({row.tobytes() for row in flat}) == zs.shape[0]  # no value twice
+    np.testing.assert_allclose(jnp.exp(_joint_log_prob(dist, zs)).sum(), 1.0, atol=ATOL)
+
+
+def test_bernoulli_samples_match_probs():
+    dist = est.Bernoulli(BERN_LOGITS)
+    n = 200_000
+    z = dist.sample(jax.random.key(1), (n,))
+    assert z.shape == (n, 3) and z.dtype == jnp.float32
+    assert set(np.unique(np.asarray(z))) <= {0.0, 1.0}
+    p = np.asarray(jax.nn.sigmoid(BERN_LOGITS))
+    se = np.sqrt(p * (1 - p) / n)  # binomial standard error of a frequency
+    assert np.all(np.abs(np.asarray(z).mean(0) - p) < N_SE * se)
+
+
+def test_categorical_gumbel_max_samples_match_probs():
+    dist = est.Categorical(CAT_LOGITS)
+    n = 100_000
+    z = np.asarray(dist.sample(jax.random.key(2), (n,)))
+    assert z.shape == (n, 2, 4)
+    np.testing.assert_array_equal(z.sum(-1), 1.0)  # one-hot
+    expected = n * np.asarray(jax.nn.softmax(CAT_LOGITS, -1))
+    chi2 = ((z.sum(0) - expected) ** 2 / expected).sum(-1)  # Pearson statistic per variable
+    # df = C - 1 = 3; the 1 - 1e-4 quantile (13.8) fails a wrong sampler by a wide margin.
+    assert np.all(chi2 < stats.chi2.ppf(1 - 1e-4, df=3)), chi2
+
+
+@pytest.mark.parametrize(
+    "dist, other",
+    [
+        (est.Bernoulli(BERN_LOGITS), est.Bernoulli(jnp.array([0.5, -0.2, 0.0]))),
+        (est.Categorical(CAT_LOGITS), est.Categorical(CAT_LOGITS[::-1] * 0.7)),
+    ],
+)
+def test_entropy_and_kl_match_enumeration(dist, other):
+    zs = dist.support()
+    lp, lq = _joint_log_prob(dist, zs), _joint_log_prob(other, zs)
+    p = jnp.exp(lp)
+    np.testing.assert_allclose(dist.entropy().sum(), -(p * lp).sum(), atol=ATOL)
+    np.testing.assert_allclose(dist.kl(other).sum(), (p * (lp - lq)).sum(), atol=ATOL)
+    assert dist.entropy().shape == dist.batch_shape
+    assert dist.kl(other).shape == dist.batch_shape
+
+
+def test_normal_kl_matches_monte_carlo():
+    p, q = est.Normal(jnp.array(0.3), jnp.array(0.8)), est.Normal(jnp.array(-0.5), jnp.array(1.4))
+    z = p.sample(jax.random.key(3), (200_000,))
+    ratio = p.log_prob(z) - q.log_prob(z)
+    se = ratio.std() / np.sqrt(z.shape[0])
+    assert abs(ratio.mean() - p.kl(q)) < N_SE * se
+
+
+@pytest.mark.parametrize("dist", [est.Bernoulli(BERN_LOGITS), est.Categorical(CAT_LOGITS)])
+def test_discrete_samples_carry_no_gradient(dist):
+    g = jax.grad(lambda d: d.sample(jax.random.key(0), (4,)).sum())(dist)
+    np.testing.assert_array_equal(g.logits, 0.0)
+
+
+def test_sample_shapes():
+    key = jax.random.key(0)
+    assert est.Bernoulli(jnp.zeros((2, 3))).sample(key, (5,)).shape == (5, 2, 3)
+    assert est.Categorical(jnp.zeros((2, 3, 4))).sample(key, (5,)).shape == (5, 2, 3, 4)
+    cat = est.Categorical(jnp.zeros((2, 3, 4)))
+    assert cat.log_prob(jnp.zeros((5, 2, 3, 4))).shape == (5, 2, 3)  # no class axis
+    normal = est.Normal(jnp.zeros((3,)), jnp.ones(()))
+    assert normal.broadcast().scale.shape == (3,)
+
+
+@pytest.mark.parametrize("dist", [est.Bernoulli(BERN_LOGITS), est.Categorical(CAT_LOGITS)])
+def test_pathwise_on_discrete_is_a_clear_error(dist):
+    objective = est.expectation(jnp.sum, lambda p: p, est.pathwise())
+    with pytest.raises(ValueError, match="pathwise needs a reparameterizable"):
+        objective(dist, jax.random.key(0))
