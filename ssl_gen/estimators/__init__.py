@@ -21,6 +21,35 @@ The API, stated once::
 - `est.grad_samples(objective, params, key, num_replicas)` stacks independent gradient
   estimates on a leading axis: the raw material for variance, SNR, bias and cosine.
 
+Stateful estimators (optax's pattern). An estimator with `estimator.stateful` (its `init`
+is not None; today `score_function(baseline="moving_average")`) carries a NamedTuple state
+that the caller threads explicitly::
+
+    estimator = est.score_function(baseline="moving_average", decay=0.9)
+    objective = est.expectation(f, dist_fn, estimator, num_samples=4)
+    state = estimator.init()
+
+    def loss(params, key, state):
+        value, new_state = objective(params, key, state)   # a stateful objective's pair
+        return value.sum(), new_state
+
+    (value, state), grads = jax.value_and_grad(loss, has_aux=True)(params, key, state)
+
+  The gradient uses the state passed in (independent of this call's samples, so it stays
+  unbiased); `new_state` has this call's f values folded in and carries no gradient.
+  Calling a stateful objective without a state is an error. `est.grad_samples(objective,
+  params, key, n, state=state)` gives replicas that all start from `state`. At the level
+  of `Estimator`, a stateful `estimate` takes the state as a fifth argument and returns
+  `(surrogate, new_state)`.
+
+Estimators (factories; each docstring has the math, the paper, biased or not, and what it
+requires; invalid settings are one-line ValueErrors at construction or trace time):
+
+- `pathwise()`: reparameterization, unbiased; needs `dist.rsample` (Normal).
+- `score_function(baseline=None | "moving_average" | "loo" | "optimal", *, decay=None)`:
+  REINFORCE with a baseline, unbiased, any distribution; correct when f depends on
+  parameters (DiCE magic box), higher derivatives included. "loo"/"optimal" need K >= 2.
+
 The problem. With L(theta) = E_{p_theta(z)}[f(z)], the gradient is an expectation of its
 own only after a rewrite: the pathwise estimator moves theta into the sampling path
 (z = g(theta, eps)); the score function uses grad p = p grad log p; the measure-valued
@@ -45,16 +74,19 @@ from ssl_gen.estimators.distributions import (
     standard_normal_like,
 )
 from ssl_gen.estimators.pathwise import pathwise
+from ssl_gen.estimators.score_function import MovingAverageState, score_function
 
 __all__ = [
     "Bernoulli",
     "Categorical",
     "Estimator",
+    "MovingAverageState",
     "Normal",
     "check_num_samples",
     "expectation",
     "grad_samples",
     "mean_over_samples",
     "pathwise",
+    "score_function",
     "standard_normal_like",
 ]

@@ -10,6 +10,11 @@ Shape rule. `f` maps one sample z (shape `batch_shape`, plus a class axis for on
 categoricals) to an array whose shape is a prefix of z's shape, e.g. a VAE decoder maps
 z of shape (B, D) to log-likelihoods of shape (B,). The axes that f reduced are the event
 axes: estimators that use log-probabilities sum them over exactly those axes.
+
+Stateful estimators (a moving-average baseline, later learned control variates) follow
+optax: `estimator.init()` returns a NamedTuple state; `estimate` then takes it as a fifth
+argument and returns `(surrogate, new_state)`, and `expectation` returns
+`objective(params, key, state) -> (value, new_state)`. The caller threads the state.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-# estimate(f, dist, key, num_samples) -> surrogate of shape f(z).shape.
-EstimateFn = Callable[[Callable[[jax.Array], jax.Array], Any, jax.Array, int], jax.Array]
+# estimate(f, dist, key, num_samples) -> surrogate of shape f(z).shape; a stateful
+# estimator's takes a fifth argument, its state, and returns (surrogate, new_state).
+EstimateFn = Callable[..., Any]
 
 
 class Estimator(NamedTuple):
@@ -32,12 +38,20 @@ class Estimator(NamedTuple):
       estimate: `(f, dist, key, num_samples) -> surrogate`, see the module docstring.
       unbiased: whether the gradient estimate is unbiased for E[f(z)].
       min_samples: the fewest samples the estimator is defined for (2 for leave-one-out).
+      init: None for a stateless estimator; for a stateful one, `init() -> state` (a
+        NamedTuple of arrays), and `estimate` takes the state last and returns
+        `(surrogate, new_state)`.
     """
 
     name: str
     estimate: EstimateFn
     unbiased: bool = True
     min_samples: int = 1
+    init: Callable[[], Any] | None = None
+
+    @property
+    def stateful(self) -> bool:
+        return self.init is not None
 
 
 def check_num_samples(estimator: Estimator, num_samples: int) -> None:
@@ -67,6 +81,8 @@ def expectation(
     Returns:
       `objective(params, key)`: the Monte Carlo estimate of the expectation, of f's output
       shape. `jax.grad(lambda p, k: objective(p, k).sum())` is the estimator's gradient.
+      For a stateful estimator (`estimator.stateful`), `objective(params, key, state)`
+      returns `(value, new_state)`, with `state = estimator.init()` at the start.
     """
     if not isinstance(estimator, Estimator):
         raise TypeError(
@@ -75,6 +91,18 @@ def expectation(
         )
     check_num_samples(estimator, num_samples)
 
+    if estimator.stateful:
+
+        def stateful_objective(params: Any, key: jax.Array, state: Any = None) -> Any:
+            if state is None:
+                raise ValueError(
+                    f"estimator {estimator.name!r} is stateful: call objective(params, key, "
+                    "state) with state = estimator.init(), and thread the returned state"
+                )
+            return estimator.estimate(f, dist_fn(params), key, num_samples, state)
+
+        return stateful_objective
+
     def objective(params: Any, key: jax.Array) -> jax.Array:
         return estimator.estimate(f, dist_fn(params), key, num_samples)
 
@@ -82,23 +110,64 @@ def expectation(
 
 
 def grad_samples(
-    objective: Callable[[Any, jax.Array], jax.Array],
+    objective: Callable[..., Any],
     params: Any,
     key: jax.Array,
     num_replicas: int,
+    state: Any = None,
 ) -> Any:
     """Independent gradient estimates, stacked on a leading axis of size `num_replicas`.
 
     Each replica differentiates `objective(params, key_i).sum()` with its own key: the raw
-    material for variance, signal-to-noise ratio, bias and cosine similarity.
+    material for variance, signal-to-noise ratio, bias and cosine similarity. For a
+    stateful estimator's objective pass `state`: every replica starts from it (so the
+    replicas stay independent) and the new states are discarded.
     """
     if num_replicas < 1:
         raise ValueError(f"num_replicas must be >= 1, got {num_replicas}")
     keys = jax.random.split(key, num_replicas)
-    grad_fn = jax.grad(lambda p, k: jnp.sum(objective(p, k)))
-    return jax.vmap(grad_fn, in_axes=(None, 0))(params, keys)
+    if state is None:
+        value_fn = lambda p, k: jnp.sum(objective(p, k))
+    else:
+        value_fn = lambda p, k: jnp.sum(objective(p, k, state)[0])
+    return jax.vmap(jax.grad(value_fn), in_axes=(None, 0))(params, keys)
 
 
 def mean_over_samples(f: Callable[[jax.Array], jax.Array], zs: jax.Array) -> jax.Array:
     """mean_k f(zs[k]) over the leading sample axis."""
     return jnp.mean(jax.vmap(f)(zs), axis=0)
+
+
+def event_log_prob(dist: Any, zs: jax.Array, fs: jax.Array) -> jax.Array:
+    """log p(z_k) summed over the event axes that f reduced: shape (K, *out) like `fs`.
+
+    Args:
+      dist: the distribution the samples came from.
+      zs: samples with a leading sample axis, (K, *batch_shape[, C]).
+      fs: f of each sample, (K, *out), `out` a prefix of `batch_shape`.
+    """
+    log_p = jax.vmap(dist.log_prob)(zs)  # (K, *batch_shape)
+    if log_p.shape[: fs.ndim] != fs.shape:
+        raise ValueError(
+            f"f's output shape {fs.shape[1:]} must be a prefix of the sample's batch shape "
+            f"{log_p.shape[1:]} (f reduces trailing event axes only)"
+        )
+    return jnp.sum(log_p, axis=tuple(range(fs.ndim, log_p.ndim)))
+
+
+def expand_trailing(x: jax.Array, ndim: int) -> jax.Array:
+    """x with trailing singleton axes up to `ndim`: f's (K, *out) against (K, *batch)."""
+    return jnp.reshape(x, jnp.shape(x) + (1,) * (ndim - jnp.ndim(x)))
+
+
+def sum_event_axes(x: jax.Array, out_ndim: int) -> jax.Array:
+    """Sum every axis of x after the first `out_ndim` (f's output axes)."""
+    return jnp.sum(x, axis=tuple(range(out_ndim, jnp.ndim(x))))
+
+
+def magic_box(x: jax.Array) -> jax.Array:
+    """The DiCE operator exp(x - stop_gradient(x)): value 1, gradient x' * magic_box(x).
+
+    Foerster et al. (2018), "DiCE: The Infinitely Differentiable Monte Carlo Estimator".
+    """
+    return jnp.exp(x - jax.lax.stop_gradient(x))

@@ -1,0 +1,164 @@
+"""Score function (REINFORCE) and its baselines: unbiased means, closed-form variances,
+DiCE higher derivatives, the stateful moving-average protocol and its errors."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ssl_gen import estimators as est
+from tests.estimators import problems as P
+from tests.estimators.tolerance import assert_mean_close, assert_variance_close
+
+BASELINES = [None, "loo", "optimal", "moving_average"]
+# A moving-average state whose debiased baseline is 0.5 (one update of 0.5 with decay 0.9).
+MA_STATE = est.MovingAverageState(jnp.array(0.05), jnp.array(1, jnp.int32))
+
+PROBLEMS = {
+    "gaussian": (P.gauss_f, P.gauss_dist, P.GAUSS_PARAMS, P.GAUSS_GRAD),
+    "bernoulli": (P.bern_f, P.bern_dist, P.BERN_LOGITS, None),
+    "categorical": (P.cat_f, P.cat_dist, P.CAT_LOGITS, None),
+}
+
+
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_mean_matches_exact_gradient(problem):
+    f, dist_fn, params, truth = PROBLEMS[problem]
+    if truth is None:
+        truth = P.brute_grad(f, dist_fn, params)
+    state = lambda b: MA_STATE if b == "moving_average" else None
+    specs = {str(b): (est.score_function(b), 3, state(b)) for b in BASELINES}
+    for name, grads in P.many_replicas(specs, f, dist_fn, params, 20_000, seed=1).items():
+        check = lambda g, t, name=name: assert_mean_close(g, t, what=f"{problem}/{name}")
+        jax.tree.map(check, grads, truth)
+
+
+def test_closed_forms_match_quadrature_and_enumeration():
+    """The variance formulas in problems.py, checked against Gauss-Hermite and enumeration."""
+    x, w = np.polynomial.hermite_e.hermegauss(60)
+    w = w / w.sum()
+    z = P.MU + P.SIGMA * x
+    g = {"loc": z**2 * x / P.SIGMA, "scale": z**2 * (x**2 - 1) / P.SIGMA}
+    for k in g:
+        var = np.sum(w * g[k] ** 2) - np.sum(w * g[k]) ** 2
+        np.testing.assert_allclose(var, P.gauss_score_var(1)[k], rtol=1e-10)
+    p = P.toy_moments()["p"]
+    for k in (2, 4):
+        vals, probs = [], []
+        for bits in itertools.product([0.0, 1.0], repeat=k):
+            b = np.array(bits)
+            f, s = (b - P.TOY_T) ** 2, b - p
+            vals.append(np.sum((f - f.mean()) * s) / (k - 1))  # RLOO, rewritten
+            probs.append(np.prod(np.where(b == 1, p, 1 - p)))
+        vals, probs = np.array(vals), np.array(probs)
+        np.testing.assert_allclose(np.sum(probs * vals), P.toy_grad(), rtol=1e-10)
+        var = np.sum(probs * vals**2) - np.sum(probs * vals) ** 2
+        np.testing.assert_allclose(var, P.toy_loo_var(k), rtol=1e-10)
+
+
+def test_gaussian_variance_matches_closed_form():
+    # 200k replicas: the estimate is a degree-4 polynomial of a Gaussian (kurtosis ~ 10^2), so
+    # the variance's own se is ~2% here; the tolerance is 4 of those.
+    grads = P.replicas(
+        est.score_function(), P.gauss_f, P.gauss_dist, P.GAUSS_PARAMS, 2, 200_000, seed=2
+    )
+    truth = P.gauss_score_var(2)
+    jax.tree.map(lambda g, t: assert_variance_close(g, t, what="score/gauss"), grads, truth)
+
+
+def test_bernoulli_toy_variance_matches_closed_form():
+    """REINFORCE and RLOO on E[(b - t)^2] against their derived variances (problems.py)."""
+    cases = [(None, 1), (None, 4), ("loo", 2), ("loo", 4)]
+    specs = {f"{b}/K={k}": (est.score_function(b), k, None) for b, k in cases}
+    theta = jnp.array(P.TOY_THETA)
+    out = P.many_replicas(specs, P.toy_f, P.toy_dist, theta, 100_000, seed=3)
+    for b, k in cases:
+        grads = out[f"{b}/K={k}"]
+        truth = P.toy_reinforce_var(k) if b is None else P.toy_loo_var(k)
+        assert_variance_close(grads, truth, what=f"toy/{b}/K={k}")
+        assert_mean_close(grads, P.toy_grad(), what=f"toy/{b}/K={k}")
+    # The checks have power: the same RLOO (K=4) samples fail against REINFORCE's variance,
+    # and against a mean 5% off.
+    with pytest.raises(AssertionError):
+        assert_variance_close(grads, P.toy_reinforce_var(4))
+    with pytest.raises(AssertionError):
+        assert_mean_close(grads, 1.05 * P.toy_grad())
+
+
+def test_f_parameters_get_their_gradient():
+    """f(b; phi) = (b.w - phi)^2: d/dphi and d/dlogits together, against enumeration."""
+    params = {"logits": P.BERN_LOGITS, "phi": jnp.array(0.6)}
+    f_of = lambda p: lambda b: jnp.square(b @ P.BERN_W - p["phi"])
+    exact = lambda p: P.brute_expectation(f_of(p), est.Bernoulli(p["logits"]))
+    truth = jax.jit(jax.grad(exact))(params)
+
+    def run(p, key):
+        out = {}
+        for baseline in (None, "loo", "optimal"):
+            estimator = est.score_function(baseline)
+
+            def loss(q, k, estimator=estimator):
+                return est.expectation(f_of(q), P.bern_dist, estimator, 3)(q["logits"], k)
+
+            out[str(baseline)] = est.grad_samples(loss, p, key, 20_000)
+        return out
+
+    for name, grads in jax.jit(run)(params, P.key(4)).items():
+        check = lambda g, t, name=name: assert_mean_close(g, t, what=f"f params/{name}")
+        jax.tree.map(check, grads, truth)
+
+
+def test_dice_hessian_is_unbiased():
+    """The magic-box surrogate's second derivative is unbiased for the exact Hessian."""
+    exact = lambda p: P.brute_expectation(P.bern_f, est.Bernoulli(p))
+    truth = jax.jit(jax.hessian(exact))(P.BERN_LOGITS)
+
+    def run(p, keys):
+        out = {}
+        for baseline in (None, "loo"):
+            objective = est.expectation(P.bern_f, P.bern_dist, est.score_function(baseline), 3)
+            out[str(baseline)] = jax.vmap(jax.hessian(objective), in_axes=(None, 0))(p, keys)
+        return out
+
+    keys = jax.random.split(P.key(5), 20_000)
+    for baseline, samples in jax.jit(run)(P.BERN_LOGITS, keys).items():
+        assert_mean_close(samples, truth, what=f"hessian/{baseline}")
+
+
+def test_moving_average_threads_its_state():
+    estimator = est.score_function("moving_average", decay=0.5)
+    assert estimator.stateful and not est.score_function("loo").stateful
+    f = lambda b: jnp.sum(b) * 0.0 + 2.0  # constant: the ideal baseline is f itself
+    objective = est.expectation(f, P.bern_dist, estimator, 2)
+    step = jax.jit(jax.value_and_grad(objective, has_aux=True))
+
+    state = estimator.init()
+    (value, state), grad = step(P.BERN_LOGITS, jax.random.key(0), state)
+    assert value == 2.0 and int(state.count) == 1
+    np.testing.assert_allclose(state.mean, 1.0)  # 0.5 * 0 + 0.5 * 2
+    # Debiased, the baseline is already 2 = f, so the next gradient is exactly zero.
+    (_, state), grad = step(P.BERN_LOGITS, jax.random.key(1), state)
+    np.testing.assert_allclose(grad, 0.0, atol=1e-6)  # float32 rounding of 2 - 2
+    assert int(state.count) == 2
+
+
+def test_errors_are_one_line_value_errors():
+    with pytest.raises(ValueError, match="num_samples >= 2"):
+        est.expectation(P.bern_f, P.bern_dist, est.score_function("loo"), 1)
+    with pytest.raises(ValueError, match="num_samples >= 2"):  # at trace time too
+        dist = est.Bernoulli(P.BERN_LOGITS)
+        est.score_function("optimal").estimate(P.bern_f, dist, jax.random.key(0), 1)
+    with pytest.raises(ValueError, match="unknown baseline"):
+        est.score_function("mean")
+    with pytest.raises(ValueError, match="decay applies only"):
+        est.score_function("loo", decay=0.9)
+    with pytest.raises(ValueError, match=r"decay must be in \[0, 1\)"):
+        est.score_function("moving_average", decay=1.0)
+    objective = est.expectation(P.bern_f, P.bern_dist, est.score_function("moving_average"))
+    with pytest.raises(ValueError, match="is stateful"):
+        objective(P.BERN_LOGITS, jax.random.key(0))
+    bad = est.expectation(lambda b: b[:2], P.bern_dist, est.score_function())  # (2,) vs (3,)
+    with pytest.raises(ValueError, match="must be a prefix"):
+        jax.eval_shape(bad, P.BERN_LOGITS, jax.random.key(0))
