@@ -49,6 +49,8 @@ requires; invalid settings are one-line ValueErrors at construction or trace tim
 - `score_function(baseline=None | "moving_average" | "loo" | "optimal", *, decay=None)`:
   REINFORCE with a baseline, unbiased, any distribution; correct when f depends on
   parameters (DiCE magic box), higher derivatives included. "loo"/"optimal" need K >= 2.
+- `exact(max_configs=4096)`: sum_z p(z) f(z) by enumeration: the true value, gradient and
+  higher derivatives for small `Bernoulli` / `Categorical` latents (the tests' ground truth).
 
 The problem. With L(theta) = E_{p_theta(z)}[f(z)], the gradient is an expectation of its
 own only after a rewrite: the pathwise estimator moves theta into the sampling path
@@ -73,6 +75,7 @@ from ssl_gen.estimators.distributions import (
     Normal,
     standard_normal_like,
 )
+from ssl_gen.estimators.exact import exact
 from ssl_gen.estimators.pathwise import pathwise
 from ssl_gen.estimators.score_function import MovingAverageState, score_function
 
@@ -83,6 +86,7 @@ __all__ = [
     "MovingAverageState",
     "Normal",
     "check_num_samples",
+    "exact",
     "expectation",
     "grad_samples",
     "mean_over_samples",
