@@ -1,0 +1,27 @@
+r"""Spanning trees as structured latents: minimum / maximum spanning trees (more to come).
+
+- `minimum_spanning_tree(weights, mask=None, *, algorithm="prim",
+  return_num_components=False)`, `maximum_spanning_tree(...)`,
+  `forest_num_components(forest)` (`mst.py`: Kruskal and dense Prim in lax loops);
+  `num_components(adjacency)`, `component_labels(adjacency)` (`graph.py`).
+
+Graphs are dense symmetric (..., n, n) arrays with an optional boolean `mask` (True = edge
+present) for missing edges; see `graph.py` for the conventions and the eager checks.
+"""
+
+from ssl_gen.structured.graph import component_labels, num_components
+from ssl_gen.structured.mst import (
+    ALGORITHMS,
+    forest_num_components,
+    maximum_spanning_tree,
+    minimum_spanning_tree,
+)
+
+__all__ = [
+    "ALGORITHMS",
+    "component_labels",
+    "forest_num_components",
+    "maximum_spanning_tree",
+    "minimum_spanning_tree",
+    "num_components",
+]
