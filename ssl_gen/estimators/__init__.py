@@ -51,6 +51,12 @@ requires; invalid settings are one-line ValueErrors at construction or trace tim
   parameters (DiCE magic box), higher derivatives included. "loo"/"optimal" need K >= 2.
 - `exact(max_configs=4096)`: sum_z p(z) f(z) by enumeration: the true value, gradient and
   higher derivatives for small `Bernoulli` / `Categorical` latents (the tests' ground truth).
+- `gumbel_softmax(temperature=1.0)`: the Concrete relaxation, f at softmax((logits + G)/tau);
+  biased (bias -> 0 as tau -> 0); needs a discrete distribution and f defined on the simplex.
+- `straight_through()`: f at exact samples, gradient as if z = E[z]; biased (exact for
+  linear f).
+- `straight_through_gumbel(temperature=1.0)`: f at the Gumbel-Max sample, gradient of its
+  relaxation; biased. temperature <= 0 is a construction-time ValueError.
 
 The problem. With L(theta) = E_{p_theta(z)}[f(z)], the gradient is an expectation of its
 own only after a rewrite: the pathwise estimator moves theta into the sampling path
@@ -77,6 +83,7 @@ from ssl_gen.estimators.distributions import (
 )
 from ssl_gen.estimators.exact import exact
 from ssl_gen.estimators.pathwise import pathwise
+from ssl_gen.estimators.relaxed import gumbel_softmax, straight_through, straight_through_gumbel
 from ssl_gen.estimators.score_function import MovingAverageState, score_function
 
 __all__ = [
@@ -89,8 +96,11 @@ __all__ = [
     "exact",
     "expectation",
     "grad_samples",
+    "gumbel_softmax",
     "mean_over_samples",
     "pathwise",
     "score_function",
     "standard_normal_like",
+    "straight_through",
+    "straight_through_gumbel",
 ]

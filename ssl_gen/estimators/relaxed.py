@@ -1,0 +1,112 @@
+r"""Relaxed and straight-through estimators for discrete latents (Bernoulli, Categorical).
+
+All three perturb the logits with the noise whose argmax is an exact sample (Gumbel-Max:
+z = onehot(argmax(logits + G)), G ~ Gumbel(0, 1); for a Bernoulli, z = 1[logits + L > 0],
+L ~ Logistic(0, 1)) and differ in what they differentiate:
+
+- `gumbel_softmax`: f at the relaxed sample softmax((logits + G) / tau) (the Concrete
+  distribution), differentiated pathwise. Biased (f is evaluated off the discrete support);
+  the bias vanishes as tau -> 0 while the variance grows.
+- `straight_through`: f at the exact sample, gradient as if z were its mean E[z] = softmax
+  (logits). Biased unless f is linear.
+- `straight_through_gumbel`: f at the exact sample, gradient of the relaxed sample.
+  Biased.
+
+Requirements: f must accept relaxed values (points of the simplex / the unit interval),
+and be differentiable in z; the distribution must be discrete (`is_discrete`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+
+from ssl_gen.estimators.core import Estimator, mean_over_samples
+
+
+def _check_temperature(name: str, temperature) -> float:
+    """A positive, finite temperature, or a one-line ValueError (traced values pass)."""
+    if isinstance(temperature, jax.core.Tracer):
+        return temperature  # annealed inside jit: it cannot be checked here
+    try:
+        value = float(temperature)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: temperature must be a number, got {temperature!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name}: temperature must be > 0 and finite, got {temperature!r}")
+    return temperature
+
+
+def _check_discrete(name: str, dist) -> None:
+    if not getattr(dist, "is_discrete", False):
+        raise ValueError(
+            f"{name} needs a discrete distribution (Bernoulli, Categorical); "
+            f"{type(dist).__name__} is not one (use pathwise for a Normal)"
+        )
+
+
+def gumbel_softmax(temperature: float = 1.0) -> Estimator:
+    r"""The Gumbel-Softmax / Concrete estimator (relaxed, pathwise; biased).
+
+    E[f(z)] ~= mean_k f(y_k),  y_k = softmax((logits + G_k) / tau),  G_k ~ Gumbel(0, 1)
+    (for a Bernoulli, y_k = sigmoid((logits + L_k) / tau), L_k ~ Logistic(0, 1)), and the
+    gradient is the pathwise gradient of that. Jang, Gu & Poole (2017), "Categorical
+    Reparameterization with Gumbel-Softmax"; Maddison, Mnih & Teh (2017), "The Concrete
+    Distribution". The value and the gradient are those of the relaxed objective
+    E[f(y)], not of E[f(z)]: biased, with bias -> 0 as tau -> 0 (and variance -> infinity).
+
+    Args:
+      temperature: tau > 0 (a one-line ValueError otherwise).
+    """
+    temperature = _check_temperature("gumbel_softmax", temperature)
+
+    def estimate(f, dist, key, num_samples):
+        _check_discrete("gumbel_softmax", dist)
+        perturbed = dist.perturb(key, (num_samples,))  # differentiable in the logits
+        return mean_over_samples(f, dist.soft(perturbed, temperature))
+
+    return Estimator(name=f"gumbel_softmax[{temperature}]", estimate=estimate, unbiased=False)
+
+
+def straight_through() -> Estimator:
+    r"""The plain straight-through estimator (biased).
+
+    Forward: f at exact samples z_k. Backward: as if z_k = E[z] (softmax(logits) or
+    sigmoid(logits)): the surrogate is f(z_k + mu - stop_gradient(mu)), so the gradient is
+    mean_k grad_z f(z_k) . d mu / d logits. Bengio, Leonard & Courville (2013), "Estimating
+    or Propagating Gradients Through Stochastic Neurons". The value is an unbiased MC
+    estimate of E[f(z)]; the gradient is biased (exact when f is linear in z).
+    """
+
+    def estimate(f, dist, key, num_samples):
+        _check_discrete("straight_through", dist)
+        zs = dist.sample(key, (num_samples,))  # (K, *batch[, C]), no gradient
+        mu = dist.mean()
+        return mean_over_samples(f, zs + (mu - jax.lax.stop_gradient(mu)))  # value: f(z_k)
+
+    return Estimator(name="straight_through", estimate=estimate, unbiased=False)
+
+
+def straight_through_gumbel(temperature: float = 1.0) -> Estimator:
+    r"""Straight-through Gumbel-Softmax (biased).
+
+    Forward: f at the exact Gumbel-Max sample z_k = hard(logits + G_k). Backward: the
+    Gumbel-Softmax gradient of y_k = softmax((logits + G_k) / tau) with the same noise: the
+    surrogate is f(z_k + y_k - stop_gradient(y_k)). Jang et al. (2017), Sec. 2.2. The value
+    is an unbiased MC estimate of E[f(z)]; the gradient is biased for every tau.
+
+    Args:
+      temperature: tau > 0 of the backward relaxation (a one-line ValueError otherwise).
+    """
+    temperature = _check_temperature("straight_through_gumbel", temperature)
+
+    def estimate(f, dist, key, num_samples):
+        _check_discrete("straight_through_gumbel", dist)
+        perturbed = dist.perturb(key, (num_samples,))
+        soft = dist.soft(perturbed, temperature)
+        hard = dist.hard(perturbed)
+        return mean_over_samples(f, hard + (soft - jax.lax.stop_gradient(soft)))
+
+    name = f"straight_through_gumbel[{temperature}]"
+    return Estimator(name=name, estimate=estimate, unbiased=False)

@@ -1,0 +1,88 @@
+"""Gumbel-Softmax, straight-through and ST-Gumbel: bias against the exact gradient, exact
+forward values, the linear case where straight-through is exact, and the errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ssl_gen import estimators as est
+from tests.estimators import problems as P
+from tests.estimators.tolerance import N_SE, assert_mean_close, mean_and_se
+
+TEMPERATURES = (1.0, 0.3, 0.1)
+PROBLEMS = {
+    "bernoulli": (P.bern_f, P.bern_dist, P.BERN_LOGITS),
+    "categorical": (P.cat_f, P.cat_dist, P.CAT_LOGITS),
+}
+
+
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_gumbel_softmax_bias_shrinks_with_temperature(problem):
+    f, dist_fn, params = PROBLEMS[problem]
+    truth = np.asarray(P.brute_grad(f, dist_fn, params))
+    # K = 4 samples per replica: the bias is the same, the noise in its estimate halves.
+    specs = {str(t): (est.gumbel_softmax(t), 4, None) for t in TEMPERATURES}
+    out = P.many_replicas(specs, f, dist_fn, params, 50_000, seed=7)
+    bias, se = [], []
+    for t in TEMPERATURES:
+        mean, mean_se = mean_and_se(out[str(t)])
+        bias.append(np.linalg.norm(mean - truth))
+        se.append(np.linalg.norm(mean_se))  # noise in a bias norm is at most this
+    for i in range(len(TEMPERATURES) - 1):  # each step down in tau cuts the bias, beyond noise
+        assert bias[i] - bias[i + 1] > N_SE * (se[i] + se[i + 1]), (TEMPERATURES, bias, se)
+    # The bias is real: the unbiasedness check rejects Gumbel-Softmax at tau = 1.
+    with pytest.raises(AssertionError):
+        assert_mean_close(out["1.0"], truth)
+
+
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_straight_through_values_are_exact_samples(problem):
+    """ST and ST-Gumbel evaluate f at exact samples: the value is unbiased for E f."""
+    f, dist_fn, params = PROBLEMS[problem]
+    truth = P.brute_expectation(f, dist_fn(params))
+
+    def run(p, key):
+        out = {}
+        for name, estimator in [
+            ("st", est.straight_through()),
+            ("stgs", est.straight_through_gumbel(0.5)),
+        ]:
+            objective = est.expectation(f, dist_fn, estimator, 2)
+            out[name] = jax.vmap(objective, in_axes=(None, 0))(p, jax.random.split(key, 20_000))
+        return out
+
+    for name, values in jax.jit(run)(params, P.key(8)).items():
+        assert_mean_close(values, truth, what=f"{problem}/{name} value")
+
+
+def test_straight_through_is_exact_for_linear_f():
+    """For f(z) = <w, z>, E f = <w, mu(logits)> and ST's gradient is that exactly."""
+    cases = [
+        (P.bern_dist, P.BERN_LOGITS, P.BERN_W),
+        (P.cat_dist, P.CAT_LOGITS, jnp.array([[1.0, -1.0, 0.5], [2.0, 0.0, -1.5]])),
+    ]
+    for dist_fn, logits, w in cases:
+        f = lambda z, w=w: jnp.sum(z * w)
+        grads = P.replicas(est.straight_through(), f, dist_fn, logits, 1, 1_000, seed=9)
+        truth = jax.grad(lambda p, w=w, d=dist_fn: jnp.sum(d(p).mean() * w))(logits)
+        # Every replica is exact; 1e-6 is float32 rounding of a few products.
+        np.testing.assert_allclose(grads, jnp.broadcast_to(truth, grads.shape), atol=1e-6)
+
+
+@pytest.mark.parametrize("factory", [est.gumbel_softmax, est.straight_through_gumbel])
+@pytest.mark.parametrize("temperature", [0.0, -0.5, float("nan"), float("inf"), "hot"])
+def test_bad_temperature_is_a_construction_error(factory, temperature):
+    with pytest.raises(ValueError, match="temperature must be"):
+        factory(temperature)
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [est.gumbel_softmax(0.5), est.straight_through(), est.straight_through_gumbel(0.5)],
+    ids=lambda e: e.name,
+)
+def test_continuous_distribution_is_an_error(estimator):
+    objective = est.expectation(P.gauss_f, P.gauss_dist, estimator)
+    with pytest.raises(ValueError, match="needs a discrete distribution"):
+        jax.eval_shape(objective, P.GAUSS_PARAMS, jax.random.key(0))
