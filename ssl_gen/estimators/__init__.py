@@ -57,6 +57,9 @@ requires; invalid settings are one-line ValueErrors at construction or trace tim
   linear f).
 - `straight_through_gumbel(temperature=1.0)`: f at the Gumbel-Max sample, gradient of its
   relaxation; biased. temperature <= 0 is a construction-time ValueError.
+- `arm()`, `disarm()`: antithetic, unbiased estimators for `Bernoulli` latents (Yin & Zhou
+  2019; Dong et al. 2020); two f evaluations per sample (`num_samples` counts pairs);
+  DisARM's variance <= ARM's.
 
 The problem. With L(theta) = E_{p_theta(z)}[f(z)], the gradient is an expectation of its
 own only after a rewrite: the pathwise estimator moves theta into the sampling path
@@ -68,6 +71,7 @@ package follows; each estimator's docstring gives its own paper.
 This package imports only jax/numpy (and `ssl_gen.structured`): never flax, never train.
 """
 
+from ssl_gen.estimators.binary import arm, disarm
 from ssl_gen.estimators.core import (
     Estimator,
     check_num_samples,
@@ -87,6 +91,8 @@ from ssl_gen.estimators.relaxed import gumbel_softmax, straight_through, straigh
 from ssl_gen.estimators.score_function import MovingAverageState, score_function
 
 __all__ = [
+    "arm",
+    "disarm",
     "Bernoulli",
     "Categorical",
     "Estimator",

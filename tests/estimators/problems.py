@@ -154,8 +154,14 @@ def _brute_support(dist):
 
 
 def brute_expectation(f, dist):
+    """sum_z p(z) f(z), looping over the joint values in Python (traceable: jit it)."""
     zs = _brute_support(dist)
     return sum(jnp.exp(jnp.sum(dist.log_prob(z))) * f(z) for z in zs)
+
+
+def brute_value(f, dist):
+    """`brute_expectation`, jitted (one compile instead of many eager ops)."""
+    return jax.jit(lambda d: brute_expectation(f, d))(dist)
 
 
 def brute_grad(f, dist_fn, params):
@@ -194,3 +200,18 @@ def many_replicas(specs, f, dist_fn, params, num_replicas, seed=0):
         return out
 
     return jax.jit(run)(params, key(seed))
+
+
+def toy_antithetic_var(name: str, num_samples: int) -> float:
+    """ARM / DisARM on the toy, one unit, q = sigmoid(|theta|) >= 1/2, d = f(1) - f(0).
+    ARM: g = d (u - 1/2) sign on {u < 1 - q} and {u > q}, 0 between (b = b~), so
+      E g^2 = d^2 * 2 int_q^1 (u - 1/2)^2 du = d^2 (2/3) (1/8 - (q - 1/2)^3).
+    DisARM: |g| = d q / 2 on the same two regions, of total mass 2 (1 - q), so
+      E g^2 = d^2 q^2 (1 - q) / 2.
+    Variance = E g^2 - grad^2; K pairs divide by K."""
+    q = 1 / (1 + math.exp(-abs(TOY_THETA)))
+    d = (1 - TOY_T) ** 2 - TOY_T**2
+    second = (
+        d**2 * (2 / 3) * (1 / 8 - (q - 0.5) ** 3) if name == "arm" else d**2 * q**2 * (1 - q) / 2
+    )
+    return (second - toy_grad() ** 2) / num_samples
