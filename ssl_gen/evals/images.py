@@ -1,0 +1,61 @@
+"""Image grids for generative models: reconstructions and prior samples, as PNG files.
+
+Written to `workdir/plots/{reconstructions,samples}_step{N}.png` (and `*_latest.png`), by
+process 0 only. Works for any model with `encode(x) -> (loc, ...)`, `decode_mean(z)` in
+[0, 1] and a `latent_size` property.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from PIL import Image
+
+
+def grid(images: np.ndarray, cols: int = 8, pad: int = 1, scale: int = 4) -> np.ndarray:
+    """Tiles (N, H, W, C) images in [0, 1] into one uint8 (rows*(H+pad), cols*(W+pad), C)."""
+    n, h, w, c = images.shape
+    rows = -(-n // cols)
+    out = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad, c), np.float32)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        out[pad + r * (h + pad): pad + r * (h + pad) + h,
+            pad + q * (w + pad): pad + q * (w + pad) + w] = images[i]
+    out = np.kron(out, np.ones((scale, scale, 1), np.float32))  # nearest-neighbour upscale
+    return (np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+
+def save_png(array: np.ndarray, path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    img.save(path)
+
+
+def evaluate(params, ctx, *, num: int = 32, levels: int | None = None) -> dict[str, float]:
+    """Writes a reconstruction grid (inputs above their reconstructions) and a sample grid.
+
+    Args:
+      params: model variables. ctx: the trainer's `EvalContext`.
+      num: images per grid (a multiple of 8 reads best).
+      levels: the data's grey levels, to scale inputs to [0, 1] (default: the model's).
+    """
+    model = ctx.model
+    batch = next(iter(ctx.eval_batches()))
+    x = np.asarray(jax.device_get(batch["image"]))[:num]
+    loc, _ = model.apply(params, x, method=model.encode)
+    recon = np.asarray(model.apply(params, loc, method=model.decode_mean))
+    z = jax.random.normal(ctx.rng, (num, model.latent_size))
+    samples = np.asarray(model.apply(params, z, method=model.decode_mean))
+    if ctx.is_main:
+        levels = levels or (model.num_levels if model.likelihood == "categorical" else 2)
+        inputs = x.astype(np.float32) / (levels - 1)
+        pairs = np.concatenate([inputs[i:i + 8] if j == 0 else recon[i:i + 8]
+                                for i in range(0, len(x), 8) for j in (0, 1)])
+        plots = os.path.join(ctx.workdir, "plots")
+        for name, arr in (("reconstructions", pairs), ("samples", samples)):
+            png = grid(arr)
+            save_png(png, os.path.join(plots, f"{name}_step{ctx.step}.png"))
+            save_png(png, os.path.join(plots, f"{name}_latest.png"))
+    return {}

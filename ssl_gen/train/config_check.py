@@ -1,0 +1,114 @@
+"""Config validation: every bad key or value is a one-line `ConfigError` before compiling.
+
+The trainer calls `validate(config)` first thing. It checks the top-level keys (with a
+"did you mean" for typos), the types and ranges of the loop settings, and that
+`model.name`, `objective.name` and each eval name resolve to modules whose signatures
+accept the configured kwargs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import inspect
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration mistake, said in one line."""
+
+
+# key -> (required, check) for the top level of a training config.
+_POSITIVE = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0
+_NONNEG = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0
+TOP_LEVEL = {
+    "seed": (True, lambda v: isinstance(v, int)),
+    "dataset": (True, None),
+    "batch_size": (True, _POSITIVE),
+    "eval_batch_size": (True, _POSITIVE),
+    "num_train_steps": (True, _NONNEG),
+    "model": (True, None),
+    "objective": (True, None),
+    "optimizer": (True, None),
+    "evals": (False, None),
+    "log_every_steps": (True, _POSITIVE),
+    "checkpoint_every_steps": (True, _POSITIVE),
+    "keep_checkpoints": (True, _POSITIVE),
+    "num_devices": (False, lambda v: v is None or _POSITIVE(v)),
+    "progress_bar": (False, lambda v: isinstance(v, bool)),
+}
+DATASET_KEYS = {"name", "data_dir", "train_split", "eval_split", "dynamic_binarization"}
+EVAL_KEYS = {"module", "every_steps", "kwargs", "final_kwargs"}
+
+
+def _unknown(keys, known, where: str) -> None:
+    for k in keys:
+        if k not in known:
+            near = difflib.get_close_matches(k, known, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; known: {sorted(known)}"
+            raise ConfigError(f"{where}: unknown key {k!r}{hint}")
+
+
+def _import(package: str, name: Any, attr: str, where: str):
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ConfigError(f"{where}={name!r} must be a module name in {package}")
+    try:
+        module = importlib.import_module(f"{package}.{name}")
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith(f"{package}.{name}"):
+            raise ConfigError(f"{where}={name!r}: there is no module {package}.{name}") from None
+        raise
+    if not hasattr(module, attr):
+        raise ConfigError(f"{where}={name!r}: {package}.{name} has no {attr}")
+    return getattr(module, attr)
+
+
+def _check_kwargs(fn, kwargs, where: str, skip=()) -> None:
+    params = inspect.signature(fn).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    known = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+             and n not in skip]
+    _unknown(list(kwargs), known, where)
+
+
+def model_class(config):
+    return _import("ssl_gen.models", config.model.get("name"), "Model", "config.model.name")
+
+
+def validate(config) -> None:
+    """Raises `ConfigError` with one line for the first mistake found."""
+    _unknown(list(config), list(TOP_LEVEL), "config")
+    for key, (required, check) in TOP_LEVEL.items():
+        if key not in config:
+            if required:
+                raise ConfigError(f"config: missing key {key!r}")
+            continue
+        if check is not None and not check(config[key]):
+            raise ConfigError(f"config.{key}={config[key]!r} is not valid")
+    _unknown(list(config.dataset), sorted(DATASET_KEYS), "config.dataset")
+    if "name" not in config.dataset:
+        raise ConfigError("config.dataset: missing key 'name'")
+
+    cls = model_class(config)
+    fields = [f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name")]
+    _unknown(list(config.model.get("kwargs", {})), fields, "config.model.kwargs")
+    _unknown(list(config.model), ["name", "kwargs"], "config.model")
+
+    loss = _import("ssl_gen.objectives", config.objective.get("name"), "loss_fn",
+                   "config.objective.name")
+    _unknown(list(config.objective), ["name", "kwargs"], "config.objective")
+    _check_kwargs(loss, config.objective.get("kwargs", {}), "config.objective.kwargs",
+                  skip=("params", "batch", "rng", "model"))
+
+    for name, ev in (config.get("evals") or {}).items():
+        _unknown(list(ev), sorted(EVAL_KEYS), f"config.evals.{name}")
+        fn = _import("ssl_gen.evals", ev.get("module", name), "evaluate",
+                     f"config.evals.{name}.module")
+        for kw in ("kwargs", "final_kwargs"):
+            _check_kwargs(fn, ev.get(kw) or {}, f"config.evals.{name}.{kw}",
+                          skip=("params", "ctx"))
+        every = ev.get("every_steps", 0)
+        if not _NONNEG(every):
+            raise ConfigError(f"config.evals.{name}.every_steps={every!r} must be an int >= 0")

@@ -1,0 +1,95 @@
+"""Metric writers and curves: JSON lines, TensorBoard event files, PNG plots.
+
+Only process 0 writes. `metrics.jsonl` in the workdir has one object per write,
+`{"step": N, "split": "train" | "eval" | ..., name: value, ...}`; TensorBoard events go
+to `workdir/tensorboard` (tensorboardX, so no TensorFlow is needed);
+`plot_curves` turns the JSON lines into `workdir/plots/curves.png`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+
+import jax
+
+
+class MetricWriter:
+    """Appends scalars to `metrics.jsonl` and TensorBoard; a no-op off process 0."""
+
+    def __init__(self, workdir: str, *, tensorboard: bool = True):
+        self.active = jax.process_index() == 0
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._tb = None
+        if self.active:
+            os.makedirs(workdir, exist_ok=True)
+            self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - closed in close()
+            if tensorboard:
+                from tensorboardX import SummaryWriter
+
+                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
+
+    def write(self, step: int, metrics: dict[str, float], split: str = "train") -> None:
+        if not self.active:
+            return
+        clean = {k: float(v) for k, v in metrics.items()}
+        self._file.write(json.dumps({"step": int(step), "split": split, **clean}) + "\n")
+        if self._tb is not None:
+            for k, v in clean.items():
+                self._tb.add_scalar(f"{split}/{k}", v, step)
+
+    def close(self) -> None:
+        if self.active:
+            self._file.close()
+            if self._tb is not None:
+                self._tb.close()
+
+
+def read_metrics(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_curves(workdir: str, names: tuple[str, ...] | None = None) -> str | None:
+    """Plots every (split, metric) series of `metrics.jsonl` against step; returns the PNG path.
+
+    A resumed run may have written some steps twice; the later write wins.
+    """
+    path = os.path.join(workdir, "metrics.jsonl")
+    if jax.process_index() != 0 or not os.path.exists(path):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, dict[int, float]] = defaultdict(dict)
+    for row in read_metrics(path):
+        for k, v in row.items():
+            if k in ("step", "split") or (names and k not in names):
+                continue
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                series[f"{row['split']}/{k}"][row["step"]] = v
+    if not series:
+        return None
+    keys = sorted(series)
+    cols = min(3, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys, strict=False):
+        steps = sorted(series[key])
+        ax.plot(steps, [series[key][s] for s in steps], marker="." if len(steps) < 30 else None)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    out = os.path.join(workdir, "plots", "curves.png")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,246 @@
+"""The training loop: `train_and_evaluate(config, workdir)`, model-agnostic.
+
+The config names the model (`ssl_gen.models.<name>.Model(**kwargs)`), the objective
+(`ssl_gen.objectives.<name>.loss_fn`) and the evaluations (`ssl_gen.evals.<name>.evaluate`);
+this file knows none of them. Reading path: validate -> data -> model/state -> restore ->
+loop (step, log, eval, checkpoint, preemption) -> final evals and plots.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from ssl_gen import data
+from ssl_gen.evals import EvalContext
+from ssl_gen.train import checkpoint, config_check, metrics, optim, sharding
+from ssl_gen.train.config_check import ConfigError
+from ssl_gen.train.step import TrainStep, init_state
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stopped at the last good checkpoint."""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop polls (restoring the old handler on exit)."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. inside a notebook worker)
+            self._old = None
+        return self
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def build(config, workdir: str) -> dict[str, Any]:
+    """Everything a run needs, built and checked before anything compiles.
+
+    Returns a dict with mesh, shardings, sources, pipeline, model, loss_fn, tx, keys and the
+    abstract state; `train_and_evaluate` uses it, and so do tests and benchmarks.
+    """
+    config_check.validate(config)
+    mesh = sharding.make_mesh(config.get("num_devices"))
+    try:
+        sharding.check_batch_size(config.batch_size, mesh)
+        sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    ds = config.dataset
+    for split in (ds.get("train_split", "train"), ds.get("eval_split", "test")):
+        data.check_dataset(ds.name, split, ds.get("data_dir"))
+    train_source = data.get_source(ds.name, ds.get("train_split", "train"), ds.get("data_dir"))
+    eval_source = data.get_source(ds.name, ds.get("eval_split", "test"), ds.get("data_dir"))
+    pipeline = data.InputPipeline(
+        train_source, global_batch_size=config.batch_size, seed=config.seed,
+        dynamic_binarization=ds.get("dynamic_binarization", False))
+
+    model = config_check.model_class(config)(**config.model.get("kwargs", {}))
+    objective = config_check._import("ssl_gen.objectives", config.objective.name, "loss_fn",
+                                     "config.objective.name")
+    loss_fn = functools.partial(objective, model=model, **config.objective.get("kwargs", {}))
+    tx = optim.make_optimizer(config.optimizer, config.num_train_steps)
+
+    key = jax.random.key(config.seed)
+    init_key, train_key, eval_key = (jax.random.fold_in(key, i) for i in range(3))
+    example = next(iter(data.InputPipeline(
+        train_source, global_batch_size=config.batch_size, seed=config.seed,
+        dynamic_binarization=ds.get("dynamic_binarization", False))))
+    n_proc = jax.process_count()
+    dtype = lambda v: jax.dtypes.canonicalize_dtype(v.dtype)  # int64 -> int32 without x64
+    abstract_batch = {k: jax.ShapeDtypeStruct((v.shape[0] * n_proc,) + v.shape[1:], dtype(v))
+                      for k, v in example.items()}
+    one = {k: jnp.zeros((1,) + v.shape[1:], dtype(v)) for k, v in example.items()}
+
+    def init_fn(k):
+        rngs = {"params": k, "sample": jax.random.fold_in(k, 1),
+                "dropout": jax.random.fold_in(k, 2)}
+        return init_state(model.init(rngs, _model_input(one)), tx)
+
+    # Shapes are checked by abstract evaluation (tracing, no compilation): a model that does
+    # not fit the data is a one-line error here, not an XLA stack trace.
+    try:
+        abstract_state = jax.eval_shape(init_fn, init_key)
+        jax.eval_shape(loss_fn, abstract_state["params"], abstract_batch, train_key)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(
+            f"model/objective do not fit dataset {ds.name!r}: {_first_line(e)}") from None
+
+    repl = sharding.replicated(mesh)
+    state_sharding = jax.tree.map(lambda _: repl, abstract_state)
+    abstract_state = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl), abstract_state)
+    return dict(
+        mesh=mesh, repl=repl, batch_sharding=sharding.batch_sharded(mesh),
+        state_sharding=state_sharding, train_source=train_source, eval_source=eval_source,
+        pipeline=pipeline, model=model, loss_fn=loss_fn, tx=tx, init_fn=init_fn,
+        init_key=init_key, train_key=train_key, eval_key=eval_key, abstract_state=abstract_state)
+
+
+def _model_input(batch):
+    return batch["image"] if "image" in batch else batch["x"]
+
+
+def _evaluate(config, b, params, step: int, workdir: str, writer, final: bool) -> dict:
+    """Runs the configured evaluations due at `step` (all of them when final)."""
+    out = {}
+    for name, ev in (config.get("evals") or {}).items():
+        every = ev.get("every_steps", 0)
+        if not final and not (every and step % every == 0):
+            continue
+        fn = config_check._import("ssl_gen.evals", ev.get("module", name), "evaluate", name)
+        kwargs = dict(ev.get("kwargs") or {})
+        if final:
+            kwargs.update(ev.get("final_kwargs") or {})
+        ctx = EvalContext(
+            model=b["model"], rng=jax.random.fold_in(b["eval_key"], step), step=step,
+            workdir=workdir, train_source=b["train_source"], eval_source=b["eval_source"],
+            is_main=jax.process_index() == 0,
+            eval_batches=lambda: (
+                data.make_global_batch(x, b["batch_sharding"])
+                for x in data.eval_batches(b["eval_source"], config.eval_batch_size)))
+        out.update(fn(params, ctx, **kwargs))
+    if out:
+        writer.write(step, out, split="final" if final else "eval")
+    return out
+
+
+def _check_finite(state, last_saved: int | None) -> None:
+    bad = int(jax.device_get(state["nonfinite_step"]))
+    if bad >= 0:
+        where = f"step {last_saved}" if last_saved is not None else "none saved yet"
+        raise NonFiniteLossError(
+            f"non-finite loss at step {bad}: stopped; the last good checkpoint is {where} "
+            f"(lower the learning rate or enable config.optimizer.grad_clip_norm)")
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, float]:
+    """Trains and evaluates the configured model; resumes from `workdir` if it holds a run.
+
+    Returns the final metrics (also written to `workdir/final_metrics.json`). If SIGTERM (or
+    a multi-host preemption notice) arrives, saves a checkpoint and returns
+    `{"preempted": 1.0, "step": N}` early; the next call resumes from it.
+    """
+    b = build(config, workdir)
+    is_main = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+    if is_main:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                   save_every_steps=config.checkpoint_every_steps,
+                                   keep=config.keep_checkpoints)
+    restored = ckpt.restore_latest(b["abstract_state"])
+    pipeline = b["pipeline"]
+    if restored is None:
+        state = jax.jit(b["init_fn"], out_shardings=b["state_sharding"])(b["init_key"])
+        step, last_saved = 0, None
+    else:
+        step, state, data_state = restored
+        pipeline.set_state(data_state)
+        last_saved = step
+        log.info("resumed from step %d in %s", step, workdir)
+
+    train_step = TrainStep(b["loss_fn"], b["tx"], state_sharding=b["state_sharding"],
+                           batch_sharding=b["batch_sharding"], replicated=b["repl"])
+    writer = metrics.MetricWriter(workdir)
+    total = config.num_train_steps
+    bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True,
+               disable=not (is_main and config.get("progress_bar", True)))
+    pending: list[dict] = []
+    t_last, step_last = time.perf_counter(), step
+    multihost = jax.process_count() > 1
+    try:
+        with _Preemption() as preempt:
+            while step < total:
+                batch = data.make_global_batch(next(pipeline), b["batch_sharding"])
+                state, m = train_step(state, batch, b["train_key"])
+                step += 1
+                pending.append(m)
+                bar.update(1)
+                if step % config.log_every_steps == 0 or step == total:
+                    host = jax.device_get(pending)
+                    means = {k: float(np.mean([h[k] for h in host])) for k in host[0]}
+                    now = time.perf_counter()
+                    means["steps_per_sec"] = (step - step_last) / max(now - t_last, 1e-9)
+                    t_last, step_last, pending = now, step, []
+                    writer.write(step, means)
+                    bar.set_postfix(loss=f"{means['loss']:.3f}")
+                    _check_finite(state, last_saved)
+                _evaluate(config, b, state["params"], step, workdir, writer, final=False)
+                stop = preempt.requested or (multihost and ckpt.reached_preemption(step))
+                if ckpt.should_save(step) or stop:
+                    _check_finite(state, last_saved)
+                    ckpt.save(step, state, pipeline.get_state())
+                    last_saved = step
+                if stop:
+                    log.warning("preemption requested: saved step %d, exiting", step)
+                    bar.write(f"preempted: checkpoint saved at step {step} in {workdir}")
+                    return {"preempted": 1.0, "step": float(step)}
+            _check_finite(state, last_saved)
+            ckpt.save(step, state, pipeline.get_state())  # async: overlaps the final evals
+            bar.close()
+            final = _evaluate(config, b, state["params"], step, workdir, writer, final=True)
+    finally:
+        bar.close()
+        ckpt.close()
+        writer.close()
+
+    final["step"] = float(step)
+    final["num_traces"] = float(train_step.num_traces)
+    if is_main:
+        with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
+            json.dump(final, f, indent=2)
+        metrics.plot_curves(workdir)
+    return final
+
