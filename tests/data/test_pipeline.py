@@ -1,0 +1,217 @@
+"""The input pipeline: determinism, resumption, multi-host slicing, binarization, eval, cost.
+
+Runs on a synthetic in-memory source (no tfds build), so it is fast; `test_sources.py`
+runs the pipeline on the real digits.
+"""
+
+import json
+import time
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ssl_gen import data
+
+N = 103  # prime: no batch size divides it
+
+
+@pytest.fixture(scope="module")
+def source():
+    rng = np.random.default_rng(123)
+    grey = rng.integers(0, 17, size=(N, 8, 8, 1)).astype(np.uint8)
+    return data.InMemorySource({
+        "image": (grey >= 8).astype(np.uint8),
+        "grey": grey,
+        "label": rng.integers(0, 10, size=N),
+        "id": 1000 + 7 * np.arange(N),  # ids are not positions
+    })
+
+
+def _pipeline(source, **kwargs):
+    kwargs = {"global_batch_size": 16, "seed": 3, "process_index": 0, "process_count": 1,
+              **kwargs}
+    return data.InputPipeline(source, **kwargs)
+
+
+def _take(pipeline, n):
+    return [next(pipeline) for _ in range(n)]
+
+
+def _assert_batches_equal(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+def test_batches_follow_the_documented_permutation(source):
+    pipeline = _pipeline(source)
+    assert pipeline.batches_per_epoch == N // 16
+    for epoch in range(3):
+        perm = np.random.default_rng([3, epoch]).permutation(N)
+        for b in range(N // 16):
+            batch = next(pipeline)
+            np.testing.assert_array_equal(batch["id"], 1000 + 7 * perm[b * 16:(b + 1) * 16])
+
+
+def test_deterministic_and_epochs_reshuffle(source):
+    first, second = _take(_pipeline(source), 18), _take(_pipeline(source), 18)
+    _assert_batches_equal(first, second)
+    epoch0 = np.concatenate([b["id"] for b in first[:6]])
+    epoch1 = np.concatenate([b["id"] for b in first[6:12]])
+    assert len(set(epoch0)) == 96 and len(set(epoch1)) == 96  # no repeats within an epoch
+    assert not np.array_equal(epoch0, epoch1)
+    other_seed = np.concatenate([b["id"] for b in _take(_pipeline(source, seed=4), 6)])
+    assert not np.array_equal(epoch0, other_seed)
+
+
+def test_no_shuffle_is_source_order(source):
+    batch = next(_pipeline(source, shuffle=False))
+    np.testing.assert_array_equal(batch["id"], source.arrays["id"][:16])
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+@pytest.mark.parametrize("stop_after", [0, 4, 6, 13])
+def test_resumed_pipeline_continues_exactly(source, dynamic, stop_after):
+    uninterrupted = _pipeline(source, dynamic_binarization=dynamic)
+    expected = _take(uninterrupted, stop_after + 10)[stop_after:]
+    original = _pipeline(source, dynamic_binarization=dynamic)
+    _take(original, stop_after)
+    state = json.loads(json.dumps(original.get_state()))
+    assert all(type(v) is int for v in state.values())
+    restored = _pipeline(source, dynamic_binarization=dynamic)
+    restored.set_state(state)
+    _assert_batches_equal(_take(restored, 10), expected)
+    _assert_batches_equal(_take(original, 10), expected)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {}, {"dynamic_binarization": True}, {"drop_remainder": False}, {"shuffle": False}])
+def test_two_hosts_together_make_the_single_host_batch(source, kwargs):
+    single = _take(_pipeline(source, **kwargs), 15)
+    hosts = [_take(_pipeline(source, process_index=p, process_count=2, **kwargs), 15)
+             for p in range(2)]
+    assert hosts[0][0]["id"].shape == (8,)
+    merged = [{k: np.concatenate([h0[k], h1[k]]) for k in h0}
+              for h0, h1 in zip(*hosts, strict=True)]
+    _assert_batches_equal(merged, single)
+
+
+def test_dynamic_binarization_deterministic_with_the_right_mean(source):
+    pipeline = _pipeline(source, dynamic_binarization=True, global_batch_size=N)
+    batches = _take(pipeline, 200)  # one batch per epoch: every example, in a new order
+    bits = np.stack([b["image"][np.argsort(b["id"])] for b in batches]).astype(np.float64)
+    grey = batches[0]["grey"][np.argsort(batches[0]["id"])]
+    assert set(np.unique(bits)) == {0.0, 1.0}
+    # Different epochs, different bits; the fixed threshold is not what is returned.
+    assert not np.array_equal(bits[0], bits[1])
+    # Per-level frequencies over all epochs and examples match grey / 16.
+    mean_by_level = [bits[:, grey == level].mean() for level in range(17)]
+    np.testing.assert_allclose(mean_by_level, np.arange(17) / 16, atol=0.01)
+    assert mean_by_level[0] == 0 and mean_by_level[16] == 1
+    # A pure function of (seed, epoch, id): the same example gets the same bits anywhere.
+    again = data.bernoulli_bits(batches[5]["grey"][::-1], batches[5]["id"][::-1], seed=3,
+                                epoch=5)
+    np.testing.assert_array_equal(again[::-1], batches[5]["image"])
+
+
+def test_drop_remainder_false_pads_with_mask(source):
+    pipeline = _pipeline(source, drop_remainder=False)
+    assert pipeline.batches_per_epoch == 7
+    epoch = _take(pipeline, 7)
+    mask = np.concatenate([b["mask"] for b in epoch])
+    assert mask.dtype == np.float32 and mask.sum() == N and np.all(mask[:N] == 1)
+    ids = np.concatenate([b["id"] for b in epoch])[mask == 1]
+    assert sorted(ids) == sorted(source.arrays["id"])
+
+
+@pytest.mark.parametrize("process_count", [1, 2])
+def test_eval_batches_cover_every_example_once(source, process_count):
+    per_host = [list(data.eval_batches(source, 32, process_index=p, process_count=process_count))
+                for p in range(process_count)]
+    assert all(len(h) == 4 for h in per_host)
+    ids, mask = [], []
+    for step in range(4):
+        for host in per_host:
+            assert host[step]["id"].shape == (32 // process_count,)
+            ids.append(host[step]["id"])
+            mask.append(host[step]["mask"])
+    ids, mask = np.concatenate(ids), np.concatenate(mask)
+    assert mask.dtype == np.float32 and mask.sum() == N
+    np.testing.assert_array_equal(ids[mask == 1], source.arrays["id"])  # in order
+    assert np.all(mask[:N] == 1) and np.all(mask[N:] == 0)
+
+
+def _one_line_value_error(match, fn):
+    with pytest.raises(ValueError, match=match) as err:
+        fn()
+    assert "\n" not in str(err.value)
+
+
+def test_bad_batch_sizes_and_states_are_one_line_errors(source):
+    _one_line_value_error("multiple of the process count 3",
+                          lambda: _pipeline(source, process_count=3, global_batch_size=16))
+    _one_line_value_error("exceeds the 103 examples",
+                          lambda: _pipeline(source, global_batch_size=104))
+    _pipeline(source, global_batch_size=104, drop_remainder=False)  # fine: padded
+    _one_line_value_error("multiple of the process count",
+                          lambda: next(data.eval_batches(source, 5, process_index=0,
+                                                         process_count=2)))
+    _one_line_value_error("invalid pipeline state",
+                          lambda: _pipeline(source).set_state({"epoch": 0,
+                                                               "batch_in_epoch": 6}))
+    _one_line_value_error("process_index 2",
+                          lambda: _pipeline(source, process_index=2, process_count=2))
+
+
+def test_gather_from_sources_without_get_batch(source):
+    records = [source[i] for i in range(N)]  # a plain list: source[i] only
+
+    class WithGetitems:
+        def __len__(self):
+            return N
+
+        def __getitem__(self, i):
+            raise AssertionError("should use __getitems__")
+
+        def __getitems__(self, indices):
+            return [records[i] for i in indices]
+
+    expected = _take(_pipeline(source), 8)
+    _assert_batches_equal(_take(_pipeline(records), 8), expected)
+    _assert_batches_equal(_take(_pipeline(WithGetitems()), 8), expected)
+
+
+def test_make_global_batch_on_the_device_mesh(source, devices):
+    mesh = Mesh(np.array(devices), ("data",))
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    local = next(_pipeline(source))
+    batch = data.make_global_batch(local, sharding)
+    for k, v in local.items():
+        assert isinstance(batch[k], jax.Array) and batch[k].sharding == sharding
+        assert len(batch[k].addressable_shards) == 8
+        np.testing.assert_array_equal(np.asarray(batch[k]), v)
+    per_field = data.make_global_batch(local, {k: sharding for k in local})
+    np.testing.assert_array_equal(np.asarray(per_field["grey"]), local["grey"])
+    only_image = data.make_global_batch(local, sharding, keys=["image"])
+    assert list(only_image) == ["image"]
+    np.testing.assert_array_equal(np.asarray(only_image["image"]), local["image"])
+
+
+def test_per_batch_cost_is_far_below_a_millisecond():
+    rng = np.random.default_rng(0)  # shaped like digits_binarized's train split
+    grey = rng.integers(0, 17, size=(1437, 8, 8, 1)).astype(np.uint8)
+    source = data.InMemorySource({"image": (grey >= 8).astype(np.uint8), "grey": grey,
+                                  "label": rng.integers(0, 10, 1437), "id": np.arange(1437)})
+    pipeline = data.InputPipeline(source, global_batch_size=128, seed=0, process_index=0,
+                                  process_count=1, dynamic_binarization=True)
+    next(pipeline)
+    times = []
+    for _ in range(200):
+        start = time.perf_counter()
+        next(pipeline)
+        times.append(time.perf_counter() - start)
+    assert np.median(times) < 1e-3, f"median {np.median(times) * 1e6:.0f} us per batch"
