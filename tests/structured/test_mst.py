@@ -51,11 +51,10 @@ def networkx_tree(weights, mask, maximum=False):
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("n", [7, 33])  # 33 > 16: Kruskal's top-k first pass and fallback run
-def test_minimum_matches_scipy_and_networkx_batched_via_vmap(algorithm, n):
+def test_minimum_matches_scipy_and_networkx(algorithm, n):
     rng = np.random.default_rng(n)
     weights, mask = random_graphs(rng, 24, n)
-    fn = jax.jit(jax.vmap(lambda w, m: st.minimum_spanning_tree(w, m, algorithm=algorithm)))
-    trees = np.asarray(fn(weights, mask))  # (B, n, n)
+    trees = np.asarray(st.minimum_spanning_tree(weights, mask, algorithm=algorithm))
     for b in range(len(weights)):
         ref_weight, ref_components = scipy_mst(weights[b], mask[b])
         # Integer-valued float32 weights: the sums are exact, so compare exactly.
@@ -64,6 +63,16 @@ def test_minimum_matches_scipy_and_networkx_batched_via_vmap(algorithm, n):
         assert trees[b].sum() // 2 == n - ref_components
     assert np.array_equal(trees, np.swapaxes(trees, -1, -2))
     assert not np.any(trees & ~mask)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_vmap_and_jit_match_leading_batch_axes(algorithm):
+    rng = np.random.default_rng(7)
+    weights, mask = random_graphs(rng, 24, 7)
+    fn = jax.jit(jax.vmap(lambda w, m: st.minimum_spanning_tree(w, m, algorithm=algorithm)))
+    np.testing.assert_array_equal(
+        fn(weights, mask), st.minimum_spanning_tree(weights, mask, algorithm=algorithm)
+    )
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
