@@ -57,6 +57,9 @@ requires; invalid settings are one-line ValueErrors at construction or trace tim
   linear f).
 - `straight_through_gumbel(temperature=1.0)`: f at the Gumbel-Max sample, gradient of its
   relaxation; biased. temperature <= 0 is a construction-time ValueError.
+- `reinmax(temperature=1.0)`: straight-through with second-order (Heun) accuracy (Liu et
+  al. 2023); biased in general, unbiased for f quadratic in each variable at tau = 1;
+  tau < 1 is a construction-time ValueError.
 - `arm()`, `disarm()`: antithetic, unbiased estimators for `Bernoulli` latents (Yin & Zhou
   2019; Dong et al. 2020); two f evaluations per sample (`num_samples` counts pairs);
   DisARM's variance <= ARM's.
@@ -87,7 +90,12 @@ from ssl_gen.estimators.distributions import (
 )
 from ssl_gen.estimators.exact import exact
 from ssl_gen.estimators.pathwise import pathwise
-from ssl_gen.estimators.relaxed import gumbel_softmax, straight_through, straight_through_gumbel
+from ssl_gen.estimators.relaxed import (
+    gumbel_softmax,
+    reinmax,
+    straight_through,
+    straight_through_gumbel,
+)
 from ssl_gen.estimators.score_function import MovingAverageState, score_function
 
 __all__ = [
@@ -105,6 +113,7 @@ __all__ = [
     "gumbel_softmax",
     "mean_over_samples",
     "pathwise",
+    "reinmax",
     "score_function",
     "standard_normal_like",
     "straight_through",

@@ -22,6 +22,7 @@ DISCRETE = {
     "gumbel_softmax": (est.gumbel_softmax(0.5), None),
     "straight_through": (est.straight_through(), None),
     "straight_through_gumbel": (est.straight_through_gumbel(0.5), None),
+    "reinmax": (est.reinmax(1.0), None),
     "arm": (est.arm(), None),
     "disarm": (est.disarm(), None),
 }

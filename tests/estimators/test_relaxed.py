@@ -80,7 +80,31 @@ def test_straight_through_is_exact_for_linear_f():
         )
 
 
-@pytest.mark.parametrize("factory", [est.gumbel_softmax, est.straight_through_gumbel])
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_reinmax_is_unbiased_for_quadratic_f_at_tau_1(problem):
+    """Both problems' f are quadratic in each variable, where ReinMax's trapezoid rule is
+    exact: at tau = 1 its mean is the exact gradient; plain ST and ReinMax at tau = 2 miss it
+    by more than the tolerance (so the check would catch a first-order method)."""
+    f, dist_fn, params = PROBLEMS[problem]
+    truth = np.asarray(P.brute_grad(f, dist_fn, params))
+    specs = {
+        "reinmax[1]": (est.reinmax(1.0), 2, None),
+        "reinmax[2]": (est.reinmax(2.0), 2, None),
+        "st": (est.straight_through(), 2, None),
+    }
+    out = P.many_replicas(specs, f, dist_fn, params, 20_000, seed=17)
+    assert_mean_close(out["reinmax[1]"], truth, what=f"{problem}/reinmax[1]")
+    for name in ("reinmax[2]", "st"):
+        with pytest.raises(AssertionError):
+            assert_mean_close(out[name], truth, what=f"{problem}/{name}")
+
+
+def test_reinmax_temperature_below_one_is_an_error():
+    with pytest.raises(ValueError, match="temperature must be >= 1"):
+        est.reinmax(0.5)
+
+
+@pytest.mark.parametrize("factory", [est.gumbel_softmax, est.straight_through_gumbel, est.reinmax])
 @pytest.mark.parametrize("temperature", [0.0, -0.5, float("nan"), float("inf"), "hot"])
 def test_bad_temperature_is_a_construction_error(factory, temperature):
     with pytest.raises(ValueError, match="temperature must be"):
@@ -89,7 +113,12 @@ def test_bad_temperature_is_a_construction_error(factory, temperature):
 
 @pytest.mark.parametrize(
     "estimator",
-    [est.gumbel_softmax(0.5), est.straight_through(), est.straight_through_gumbel(0.5)],
+    [
+        est.gumbel_softmax(0.5),
+        est.straight_through(),
+        est.straight_through_gumbel(0.5),
+        est.reinmax(),
+    ],
     ids=lambda e: e.name,
 )
 def test_continuous_distribution_is_an_error(estimator):
