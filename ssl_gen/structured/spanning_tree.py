@@ -10,7 +10,12 @@ The public names, by concept (the code lives in the sibling modules):
   trees of K_n (Cayley) for n <= 8, for exact tests and exact gradients.
 - The Gibbs distribution p(T) ∝ exp(\sum_{e \in T} theta_e) (`gibbs.py`):
   `log_partition(theta)` by Kirchhoff's matrix-tree theorem (1847), `marginals(theta)`,
-  `log_prob(theta, tree)`, `entropy(theta)`.
+  `log_prob(theta, tree)`, `entropy(theta)`; exact samples by Wilson's algorithm,
+  `sample(key, theta)` (Wilson 1996, "Generating random spanning trees more quickly than
+  the cover time"; `sampling.py`).
+- Perturb-and-MAP (`sampling.py`): `perturb_and_map(key, theta)`, the maximum spanning tree
+  of Gumbel-perturbed scores used by Paulus et al. (2020), "Gradient Estimation with
+  Stochastic Softmax Tricks". It is not the Gibbs distribution (shown in the tests).
 
 Conventions shared by all of them:
 
@@ -22,7 +27,8 @@ Conventions shared by all of them:
 - A disconnected graph has no spanning tree: every function then works with maximal
   spanning forests (one tree per component): the MST functions return a minimum spanning
   forest (and, with `return_num_components=True`, the number of components c; the forest
-  has n - c edges), and `log_partition` etc. describe that product distribution.
+  has n - c edges), `sample` draws independent Gibbs trees per component and
+  `log_partition` etc. describe that product distribution.
 - Ties are broken by edge index i * n + j (i < j), so results are deterministic and
   Kruskal and Prim return the same tree.
 - Concrete inputs are checked eagerly: a NaN or infinite value on an edge, a non-symmetric
@@ -37,6 +43,7 @@ Example::
     tree = st.minimum_spanning_tree(weights)                  # (..., n, n) bool
     logz = st.log_partition(theta)                            # (...,)
     mu = st.marginals(theta)                                  # (..., n, n), sum_{i<j} = n - 1
+    trees = jax.vmap(lambda k: st.sample(k, theta))(keys)     # exact Gibbs samples
 """
 
 from ssl_gen.structured.enumeration import enumerate_trees
@@ -48,6 +55,7 @@ from ssl_gen.structured.mst import (
     maximum_spanning_tree,
     minimum_spanning_tree,
 )
+from ssl_gen.structured.sampling import perturb_and_map, sample
 
 __all__ = [
     "ALGORITHMS",
@@ -61,4 +69,6 @@ __all__ = [
     "maximum_spanning_tree",
     "minimum_spanning_tree",
     "num_components",
+    "perturb_and_map",
+    "sample",
 ]
