@@ -8,6 +8,7 @@ spec = data.dataset_info("digits")                  # shapes, num_classes, grey_
 pipeline = data.InputPipeline(source, global_batch_size=128, seed=0)
 state = pipeline.get_state()                        # {"epoch": 0, "batch_in_epoch": 0}
 batch = data.make_global_batch(next(pipeline), batch_sharding)
+batch, state = next(data.DevicePrefetcher(pipeline, batch_sharding))  # built ahead, in a thread
 for eval_batch in data.eval_batches(data.get_source("digits", "test"), 128):
     ...                                             # eval_batch["mask"] marks padding
 ```
@@ -27,6 +28,7 @@ from ssl_gen.data.pipeline import (
     gather,
     make_global_batch,
 )
+from ssl_gen.data.prefetch import DevicePrefetcher
 from ssl_gen.data.sources import (
     EMBEDDED_DATASETS,
     DatasetNotFoundError,
@@ -39,6 +41,7 @@ from ssl_gen.data.sources import (
 )
 
 __all__ = [
+    "DevicePrefetcher",
     "EMBEDDED_DATASETS",
     "DatasetNotFoundError",
     "DatasetSpec",

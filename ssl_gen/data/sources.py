@@ -249,8 +249,21 @@ def prepare_embedded(name: str, data_dir: str | os.PathLike | None = None
         with _build_lock(data_dir):
             builder = builders.BUILDERS[name](data_dir=data_dir)  # another process may have built
             if not _is_prepared(builder):
-                builder.download_and_prepare()
+                print(f"ssl_gen: building the embedded dataset {name!r} into {data_dir} "
+                      "(once; later runs reuse it)", flush=True)
+                with _quiet_tfds():
+                    builder.download_and_prepare()
     return builder
+
+
+@contextlib.contextmanager
+def _quiet_tfds() -> Iterator[None]:
+    """tfds' per-split progress bars are noise for builds that take a second or two."""
+    tfds.disable_progress_bar()
+    try:
+        yield
+    finally:
+        tfds.enable_progress_bar()
 
 
 def _is_prepared(builder: tfds.core.DatasetBuilder) -> bool:

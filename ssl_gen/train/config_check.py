@@ -37,6 +37,7 @@ TOP_LEVEL = {
     "keep_checkpoints": (True, _POSITIVE),
     "num_devices": (False, lambda v: v is None or _POSITIVE(v)),
     "progress_bar": (False, lambda v: isinstance(v, bool)),
+    "prefetch": (False, _NONNEG),  # batches built ahead on a host thread (0: none)
 }
 DATASET_KEYS = {"name", "data_dir", "train_split", "eval_split", "dynamic_binarization"}
 EVAL_KEYS = {"module", "every_steps", "kwargs", "final_kwargs"}

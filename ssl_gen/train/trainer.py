@@ -130,6 +130,11 @@ def _model_input(batch):
     return batch["image"] if "image" in batch else batch["x"]
 
 
+def _eval_periods(config) -> list[int]:
+    """The every_steps of each configured evaluation (0: only at the end)."""
+    return [ev.get("every_steps", 0) for ev in (config.get("evals") or {}).values()]
+
+
 def _evaluate(config, b, params, step: int, workdir: str, writer, final: bool) -> dict:
     """Runs the configured evaluations due at `step` (all of them when final)."""
     out = {}
@@ -200,15 +205,19 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     pending: list[dict] = []
     t_last, step_last = time.perf_counter(), step
     multihost = jax.process_count() > 1
+    data_state = pipeline.get_state()
+    batches = data.DevicePrefetcher(pipeline, b["batch_sharding"], config.get("prefetch", 2))
+    # Loop settings read once: ConfigDict lookups cost microseconds, and a step may cost ~1 ms.
+    log_every, periods = config.log_every_steps, [p for p in _eval_periods(config) if p]
     try:
         with _Preemption() as preempt:
             while step < total:
-                batch = data.make_global_batch(next(pipeline), b["batch_sharding"])
+                batch, data_state = next(batches)
                 state, m = train_step(state, batch, b["train_key"])
                 step += 1
                 pending.append(m)
                 bar.update(1)
-                if step % config.log_every_steps == 0 or step == total:
+                if step % log_every == 0 or step == total:
                     host = jax.device_get(pending)
                     means = {k: float(np.mean([h[k] for h in host])) for k in host[0]}
                     now = time.perf_counter()
@@ -217,21 +226,23 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                     writer.write(step, means)
                     bar.set_postfix(loss=f"{means['loss']:.3f}")
                     _check_finite(state, last_saved)
-                _evaluate(config, b, state["params"], step, workdir, writer, final=False)
+                if any(step % p == 0 for p in periods):
+                    _evaluate(config, b, state["params"], step, workdir, writer, final=False)
                 stop = preempt.requested or (multihost and ckpt.reached_preemption(step))
                 if ckpt.should_save(step) or stop:
                     _check_finite(state, last_saved)
-                    ckpt.save(step, state, pipeline.get_state())
+                    ckpt.save(step, state, data_state)
                     last_saved = step
                 if stop:
                     log.warning("preemption requested: saved step %d, exiting", step)
                     bar.write(f"preempted: checkpoint saved at step {step} in {workdir}")
                     return {"preempted": 1.0, "step": float(step)}
             _check_finite(state, last_saved)
-            ckpt.save(step, state, pipeline.get_state())  # async: overlaps the final evals
+            ckpt.save(step, state, data_state)  # async: overlaps the final evals
             bar.close()
             final = _evaluate(config, b, state["params"], step, workdir, writer, final=True)
     finally:
+        batches.close()
         bar.close()
         ckpt.close()
         writer.close()
