@@ -46,6 +46,9 @@ Estimators (factories; each docstring has the math, the paper, biased or not, an
 requires; invalid settings are one-line ValueErrors at construction or trace time):
 
 - `pathwise()`: reparameterization, unbiased; needs `dist.rsample` (Normal).
+- `measure_valued()`: the coupled weak derivative of a `Normal` (Rayleigh for the mean,
+  double-sided Maxwell for the scale), unbiased, f need not be differentiable; 4 E + 1 f
+  evaluations per sample (E event coordinates), so for low-dimensional latents.
 - `score_function(baseline=None | "moving_average" | "loo" | "optimal", *, decay=None)`:
   REINFORCE with a baseline, unbiased, any distribution; correct when f depends on
   parameters (DiCE magic box), higher derivatives included. "loo"/"optimal" need K >= 2.
@@ -89,6 +92,7 @@ from ssl_gen.estimators.distributions import (
     standard_normal_like,
 )
 from ssl_gen.estimators.exact import exact
+from ssl_gen.estimators.measure_valued import measure_valued
 from ssl_gen.estimators.pathwise import pathwise
 from ssl_gen.estimators.relaxed import (
     gumbel_softmax,
@@ -112,6 +116,7 @@ __all__ = [
     "grad_samples",
     "gumbel_softmax",
     "mean_over_samples",
+    "measure_valued",
     "pathwise",
     "reinmax",
     "score_function",

@@ -215,3 +215,17 @@ def toy_antithetic_var(name: str, num_samples: int) -> float:
         d**2 * (2 / 3) * (1 / 8 - (q - 0.5) ** 3) if name == "arm" else d**2 * q**2 * (1 - q) / 2
     )
     return (second - toy_grad() ** 2) / num_samples
+
+
+def gauss_measure_valued_var(num_samples: int) -> dict:
+    """Coupled measure-valued derivative of E[z^2], one sample:
+    g_mu = ((mu + s W)^2 - (mu - s W)^2) / (s sqrt(2 pi)) = 4 mu W / sqrt(2 pi), W ~ Rayleigh,
+      Var W = (4 - pi) / 2, so Var g_mu = 16 mu^2 (4 - pi) / (2 pi 2) = 4 mu^2 (4 - pi) / pi;
+    g_sigma = ((mu + s M)^2 - (mu + s M U)^2) / s = 2 mu M (1 - U) + s M^2 (1 - U^2), with
+      E M^2 = 3, E M^4 = 15, E (1 - U)^2 = 1/3, E (1 - U^2)^2 = 8/15 and odd moments of M 0:
+      E g^2 = 4 mu^2 + 8 s^2, mean 2 s, so Var g_sigma = 4 mu^2 + 4 s^2. K samples divide by K."""
+    m, s = MU, SIGMA
+    return {
+        "loc": 4 * m**2 * (4 - math.pi) / math.pi / num_samples,
+        "scale": (4 * m**2 + 4 * s**2) / num_samples,
+    }

@@ -104,17 +104,30 @@ def test_larger_loss_gives_f_parameters_their_gradient():
             assert_mean_close(grads["logits"], truth["logits"], what=f"{name} d/dlogits")
 
 
-def test_pathwise_in_a_larger_loss():
-    """E[(z - phi)^2], z ~ N(mu, sigma^2) = (mu - phi)^2 + sigma^2: all three gradients."""
+def test_gaussian_estimators_in_a_larger_loss():
+    """E[(z - phi)^2], z ~ N(mu, sigma^2) = (mu - phi)^2 + sigma^2: all three gradients, for
+    every estimator that takes a Normal."""
     params = {"loc": jnp.array(0.7), "scale": jnp.array(1.3), "phi": jnp.array(-0.4)}
-
-    def loss(p, key):
-        f = lambda z: jnp.square(z - p["phi"])
-        return est.expectation(f, P.gauss_dist, est.pathwise(), 2)(p, key)
-
-    grads = jax.jit(lambda p, k: est.grad_samples(loss, p, k, 20_000))(params, P.key(15))
     truth = {"loc": 2 * (0.7 + 0.4), "scale": 2 * 1.3, "phi": -2 * (0.7 + 0.4)}
-    jax.tree.map(lambda g, t: assert_mean_close(g, t), grads, truth)
+    estimators = {
+        "pathwise": est.pathwise(),
+        "measure_valued": est.measure_valued(),
+        "score_function[loo]": est.score_function("loo"),
+    }
+
+    def run(p, key):
+        out = {}
+        for name, estimator in estimators.items():
+
+            def loss(q, k, estimator=estimator):
+                f = lambda z: jnp.square(z - q["phi"])
+                return est.expectation(f, P.gauss_dist, estimator, 2)(q, k)
+
+            out[name] = est.grad_samples(loss, p, key, 20_000)
+        return out
+
+    for name, grads in jax.jit(run)(params, P.key(15)).items():
+        jax.tree.map(lambda g, t, name=name: assert_mean_close(g, t, what=name), grads, truth)
 
 
 def test_vector_output_is_per_row_for_score_function():
