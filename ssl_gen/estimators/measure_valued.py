@@ -74,8 +74,12 @@ def measure_valued() -> Estimator:
         full = dist.broadcast()
         loc, scale = jax.lax.stop_gradient(full.loc), jax.lax.stop_gradient(full.scale)
         shape = (num_samples,) + loc.shape
-        k_eps, k_w, k_m, k_sign, k_u = jax.random.split(key, 5)
-        z = loc + scale * jax.random.normal(k_eps, shape, loc.dtype)  # (K, *batch)
+        # Two draws feed every variate (fewer random ops compile faster): normals for z and
+        # the Maxwell radius, uniforms for the Rayleigh, the Maxwell sign and the coupling.
+        k_normal, k_uniform = jax.random.split(key)
+        normals = jax.random.normal(k_normal, shape + (4,), loc.dtype)
+        uniforms = jax.random.uniform(k_uniform, shape + (3,), loc.dtype)
+        z = loc + scale * normals[..., 0]  # (K, *batch)
         fs = jax.vmap(f)(z)  # (K, *out)
         out_ndim = fs.ndim - 1
         if z.shape[1 : fs.ndim] != fs.shape[1:]:
@@ -83,11 +87,11 @@ def measure_valued() -> Estimator:
                 f"f's output shape {fs.shape[1:]} must be a prefix of the sample's batch "
                 f"shape {z.shape[1:]} (f reduces trailing event axes only)"
             )
-        rayleigh = jnp.sqrt(2.0 * jax.random.exponential(k_w, shape, loc.dtype))
+        rayleigh = jnp.sqrt(-2.0 * jnp.log1p(-uniforms[..., 0]))  # inverse CDF, U in [0, 1)
         # |M| ~ chi with 3 degrees of freedom: the norm of a standard 3-vector.
-        radius = jnp.linalg.norm(jax.random.normal(k_m, shape + (3,), loc.dtype), axis=-1)
-        maxwell = jnp.where(jax.random.bernoulli(k_sign, 0.5, shape), radius, -radius)
-        uniform = jax.random.uniform(k_u, shape, loc.dtype)
+        radius = jnp.linalg.norm(normals[..., 1:], axis=-1)
+        maxwell = jnp.where(uniforms[..., 1] < 0.5, radius, -radius)
+        uniform = uniforms[..., 2]
 
         per_sample = jax.vmap(lambda *a: _per_coordinate_diff(f, *a, out_ndim))
         d_loc = per_sample(z, loc + scale * rayleigh, loc - scale * rayleigh)

@@ -182,21 +182,31 @@ def replicas(estimator, f, dist_fn, params, num_samples, num_replicas, seed=0, s
     return many_replicas(specs, f, dist_fn, params, num_replicas, seed)["only"]
 
 
-def many_replicas(specs, f, dist_fn, params, num_replicas, seed=0):
+def many_replicas(specs, f, dist_fn, params, num_replicas, seed=0, with_values=False):
     """Replicas of several estimators on one problem, in one compiled program.
 
     Args:
       specs: name -> (estimator, num_samples, state or None).
+      with_values: also return each replica's value (the MC estimate of E f).
+
+    Returns:
+      name -> gradient replicas (leading axis), or name -> (values, gradients).
 
     One program for all halves the compile time, which dominates this suite; the estimators
     share keys (common random numbers), which leaves each one's replicas i.i.d.
     """
 
     def run(p, k):
+        keys = jax.random.split(k, num_replicas)
         out = {}
         for name, (estimator, num_samples, state) in specs.items():
             objective = est.expectation(f, dist_fn, estimator, num_samples)
-            out[name] = est.grad_samples(objective, p, k, num_replicas, state=state)
+            if state is None:
+                value_fn = lambda q, kk, o=objective: jnp.sum(o(q, kk))
+            else:
+                value_fn = lambda q, kk, o=objective, s=state: jnp.sum(o(q, kk, s)[0])
+            values, grads = jax.vmap(jax.value_and_grad(value_fn), in_axes=(None, 0))(p, keys)
+            out[name] = (values, grads) if with_values else grads
         return out
 
     return jax.jit(run)(params, key(seed))

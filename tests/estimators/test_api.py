@@ -50,7 +50,7 @@ def _loss(estimator, state):
 PARAMS = {"logits": P.BERN_LOGITS, "phi": jnp.array(0.6)}
 
 
-@pytest.mark.parametrize("name", ["score_function[loo]", "disarm", "straight_through_gumbel"])
+@pytest.mark.parametrize("name", ["score_function", "disarm", "straight_through_gumbel"])
 def test_jit_and_no_jit_agree(name):
     """Eager dispatch is slow (seconds per estimator here), so three representative
     estimators run it: a score function, the antithetic one and a relaxed one."""
@@ -62,24 +62,23 @@ def test_jit_and_no_jit_agree(name):
 
 
 def test_vmap_over_keys_equals_a_loop():
+    """Row i of a vmap over keys is the unbatched call on key i (row 1 checked: one extra
+    graph per estimator keeps the compile small)."""
     keys = jax.random.split(jax.random.key(1), 2)
 
     def run(params, keys):
         out = {}
         for name, (estimator, state) in DISCRETE.items():
             grad = jax.grad(_loss(estimator, state))
-            out[name] = (
-                jax.vmap(grad, in_axes=(None, 0))(params, keys),
-                [grad(params, keys[i]) for i in range(3)],
-            )
+            out[name] = (jax.vmap(grad, in_axes=(None, 0))(params, keys), grad(params, keys[1]))
         return out
 
-    for name, (batched, looped) in jax.jit(run)(PARAMS, keys).items():
-        for i in range(2):
-            close = lambda a, b, i=i, name=name: np.testing.assert_allclose(
-                a[i], b, rtol=1e-5, atol=1e-6, err_msg=name
-            )
-            jax.tree.map(close, batched, looped[i])
+    for name, (batched, single) in jax.jit(run)(PARAMS, keys).items():
+        close = lambda a, b, name=name: np.testing.assert_allclose(
+            a[1], b, rtol=1e-5, atol=1e-6, err_msg=name
+        )
+        jax.tree.map(close, batched, single)
+        assert not np.allclose(batched["logits"][0], batched["logits"][1]) or name == "exact"
 
 
 def test_larger_loss_gives_f_parameters_their_gradient():

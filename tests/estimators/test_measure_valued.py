@@ -1,35 +1,13 @@
-"""measure_valued on Gaussians: closed-form mean and variance for z^2, a non-separable f
-with vector output against its closed-form gradient, and the requirement check."""
-
-import math
+"""measure_valued: a non-separable f with vector output against its closed-form gradient,
+and the requirement check (z^2's mean and variance: test_gaussian_quadratic.py)."""
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
-from scipy import stats
 
 from ssl_gen import estimators as est
 from tests.estimators import problems as P
-from tests.estimators.tolerance import assert_mean_close, assert_variance_close
-
-
-def test_closed_form_moments():
-    """The moments the variance formula uses, from scipy's Rayleigh and Maxwell laws."""
-    np.testing.assert_allclose(stats.rayleigh.var(), (4 - math.pi) / 2, rtol=1e-12)
-    np.testing.assert_allclose(stats.rayleigh.mean(), math.sqrt(math.pi / 2), rtol=1e-12)
-    np.testing.assert_allclose(stats.maxwell.moment(2), 3, rtol=1e-12)
-    np.testing.assert_allclose(stats.maxwell.moment(4), 15, rtol=1e-12)
-
-
-def test_gaussian_quadratic_mean_and_variance():
-    specs = {f"K={k}": (est.measure_valued(), k, None) for k in (1, 2)}
-    out = P.many_replicas(specs, P.gauss_f, P.gauss_dist, P.GAUSS_PARAMS, 100_000, seed=18)
-    for k in (1, 2):
-        grads, var = out[f"K={k}"], P.gauss_measure_valued_var(k)
-        for name in ("loc", "scale"):
-            assert_mean_close(grads[name], P.GAUSS_GRAD[name], what=f"mvd/{name}/K={k}")
-            assert_variance_close(grads[name], var[name], what=f"mvd/{name}/K={k}")
+from tests.estimators.tolerance import assert_mean_close
 
 
 def test_non_separable_vector_output():
