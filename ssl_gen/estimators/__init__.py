@@ -51,7 +51,8 @@ requires; invalid settings are one-line ValueErrors at construction or trace tim
   evaluations per sample (E event coordinates), so for low-dimensional latents.
 - `score_function(baseline=None | "moving_average" | "loo" | "optimal", *, decay=None)`:
   REINFORCE with a baseline, unbiased, any distribution; correct when f depends on
-  parameters (DiCE magic box), higher derivatives included. "loo"/"optimal" need K >= 2.
+  parameters (DiCE magic box), higher derivatives included. "loo"/"optimal" need K >= 2;
+  "moving_average" is stateful (`est.MovingAverageState`, above).
 - `exact(max_configs=4096)`: sum_z p(z) f(z) by enumeration: the true value, gradient and
   higher derivatives for small `Bernoulli` / `Categorical` latents (the tests' ground truth).
 - `gumbel_softmax(temperature=1.0)`: the Concrete relaxation, f at softmax((logits + G)/tau);
@@ -66,6 +67,9 @@ requires; invalid settings are one-line ValueErrors at construction or trace tim
 - `arm()`, `disarm()`: antithetic, unbiased estimators for `Bernoulli` latents (Yin & Zhou
   2019; Dong et al. 2020); two f evaluations per sample (`num_samples` counts pairs);
   DisARM's variance <= ARM's.
+- `indecater()`: local expectations for factorized `Bernoulli` / `Categorical` latents
+  (Titsias & Lazaro-Gredilla 2015; De Smet et al. 2023), unbiased, exact when f reads one
+  variable; K (E C + 1) f evaluations.
 
 The problem. With L(theta) = E_{p_theta(z)}[f(z)], the gradient is an expectation of its
 own only after a rewrite: the pathwise estimator moves theta into the sampling path
@@ -92,6 +96,7 @@ from ssl_gen.estimators.distributions import (
     standard_normal_like,
 )
 from ssl_gen.estimators.exact import exact
+from ssl_gen.estimators.indecater import indecater
 from ssl_gen.estimators.measure_valued import measure_valued
 from ssl_gen.estimators.pathwise import pathwise
 from ssl_gen.estimators.relaxed import (
@@ -115,6 +120,7 @@ __all__ = [
     "expectation",
     "grad_samples",
     "gumbel_softmax",
+    "indecater",
     "mean_over_samples",
     "measure_valued",
     "pathwise",

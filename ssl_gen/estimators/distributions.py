@@ -98,7 +98,7 @@ class Bernoulli(NamedTuple):
     Samples are 0./1. floats of `shape + batch_shape`. Not reparameterizable; sampling is the
     sign of the logistic-perturbed logits, 1[logits + L > 0] with L ~ Logistic(0, 1), whose
     relaxation sigmoid((logits + L) / temperature) is the binary Concrete distribution
-    (Maddison et al. 2017, Sec. 3.3; Jang et al. 2017).
+    (Maddison et al. 2017; Jang et al. 2017).
     """
 
     logits: jax.Array

@@ -6,8 +6,7 @@ constant times the difference of two densities (a weak derivative, Pflug 1989):
     d/dtheta_i E_{p_theta}[f(z)] = c_theta ( E_{p+}[f(z)] - E_{p-}[f(z)] ).
 
 For N(mu, sigma^2), per coordinate i, with the other coordinates drawn from p itself
-(Mohamed et al. 2020, "Monte Carlo Gradient Estimation in Machine Learning", Sec. 6 and
-Table 1):
+(Mohamed et al. 2020, "Monte Carlo Gradient Estimation in Machine Learning", Sec. 6):
 
 - mu_i:    c = 1 / (sigma_i sqrt(2 pi)); p+- = mu_i +- sigma_i W, W ~ Weibull(2, sqrt 2)
            (Rayleigh); coupled by using the same W on both sides.

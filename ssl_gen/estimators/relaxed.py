@@ -97,7 +97,7 @@ def straight_through_gumbel(temperature: float = 1.0) -> Estimator:
 
     Forward: f at the exact Gumbel-Max sample z_k = hard(logits + G_k). Backward: the
     Gumbel-Softmax gradient of y_k = softmax((logits + G_k) / tau) with the same noise: the
-    surrogate is f(z_k + y_k - stop_gradient(y_k)). Jang et al. (2017), Sec. 2.2. The value
+    surrogate is f(z_k + y_k - stop_gradient(y_k)). Jang et al. (2017). The value
     is an unbiased MC estimate of E[f(z)]; the gradient is biased for every tau.
 
     Args:

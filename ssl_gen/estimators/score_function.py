@@ -157,8 +157,9 @@ def score_function(baseline: str | None = None, *, decay: float | None = None) -
           coordinate theta_i of the distribution's fields: the estimate uses
           (f - beta_i) d log p / d theta_i with beta_i = E[f h_i^2] / E[h_i^2] (h_i the score),
           the coefficient minimizing the variance of the control-variated estimator (Greensmith
-          et al. 2004; Mohamed et al. 2020, Sec. 7.4). beta is estimated from the other K - 1
-          samples, so it stays unbiased. Needs num_samples >= 2.
+          et al. 2004; Peters & Schaal 2008; Mohamed et al. 2020, Sec. 7). beta is estimated
+          from the other K - 1 samples, so it stays unbiased. Needs num_samples >= 2. Cost:
+          one extra per-sample gradient of log p (cheap: log p is elementwise).
       decay: the moving average's decay in [0, 1) (default 0.9); only for "moving_average".
 
     Returns:

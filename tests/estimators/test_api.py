@@ -25,6 +25,7 @@ DISCRETE = {
     "reinmax": (est.reinmax(1.0), None),
     "arm": (est.arm(), None),
     "disarm": (est.disarm(), None),
+    "indecater": (est.indecater(), None),
 }
 # Their gradient for f's own parameters is unbiased when f is evaluated at exact samples
 # (all but Gumbel-Softmax, whose f sees relaxed samples).
