@@ -1,8 +1,10 @@
 """Image grids for generative models: reconstructions and prior samples, as PNG files.
 
 Written to `workdir/plots/{reconstructions,samples}_step{N}.png` (and `*_latest.png`), by
-process 0 only. Works for any model with `encode(x) -> (loc, ...)`, `decode_mean(z)` in
-[0, 1] and a `latent_size` property.
+process 0 only. Works for any model with `decode_mean(z)` in [0, 1] and either
+`encode(x) -> (loc, ...)` and a `latent_size` property (a Gaussian VAE: reconstructions from
+the posterior mean, samples from N(0, I)) or `posterior_mode(x)` and `sample_prior(key, n)`
+(e.g. a discrete VAE, `ssl_gen.models.dvae`).
 """
 
 from __future__ import annotations
@@ -44,9 +46,15 @@ def evaluate(params, ctx, *, num: int = 32, levels: int | None = None) -> dict[s
     model = ctx.model
     batch = next(iter(ctx.eval_batches()))
     x = np.asarray(jax.device_get(batch["image"]))[:num]
-    loc, _ = model.apply(params, x, method=model.encode)
-    recon = np.asarray(model.apply(params, loc, method=model.decode_mean))
-    z = jax.random.normal(ctx.rng, (num, model.latent_size))
+    if hasattr(model, "posterior_mode"):  # a latent without a mean in its own space
+        code = model.apply(params, x, method=model.posterior_mode)
+    else:
+        code, _ = model.apply(params, x, method=model.encode)  # the posterior mean
+    recon = np.asarray(model.apply(params, code, method=model.decode_mean))
+    if hasattr(model, "sample_prior"):
+        z = model.apply(params, ctx.rng, num, method=model.sample_prior)
+    else:
+        z = jax.random.normal(ctx.rng, (num, model.latent_size))
     samples = np.asarray(model.apply(params, z, method=model.decode_mean))
     if ctx.is_main:
         levels = levels or (model.num_levels if model.likelihood == "categorical" else 2)

@@ -6,6 +6,10 @@ with L_1 the ELBO, L_k non-decreasing in k and L_k -> log p(x) as k -> infinity.
 standard test NLL of a VAE is -L_k with k = 5000 (Burda et al. 2016, Sec. 5). The k samples
 are drawn in chunks (one `lax.scan` step each) and combined by a running logsumexp, so
 memory is that of one chunk.
+
+Latents: a Gaussian VAE (`encode(x) -> (loc, scale)`, prior N(0, I)) or a discrete one
+(`ssl_gen.models.dvae`: `latent_type` "categorical"/"bernoulli", `encode(x) -> logits`,
+uniform prior); `latent_distributions` makes q(z|x) and p(z) for either.
 """
 
 from __future__ import annotations
@@ -21,24 +25,36 @@ from ssl_gen import estimators as est
 from ssl_gen.evals.context import EvalContext
 
 
+def latent_distributions(model, params, x):
+    """(q(z|x), p(z)) as `ssl_gen.estimators` distributions with batch shape (B, ...)."""
+    latent = getattr(model, "latent_type", "gaussian")
+    if latent in ("categorical", "bernoulli"):
+        logits = model.apply(params, x, method=model.encode)  # (B, N, C) or (B, N)
+        family = est.Categorical if latent == "categorical" else est.Bernoulli
+        return family(logits), family(jnp.zeros_like(logits))  # uniform prior
+    loc, scale = model.apply(params, x, method=model.encode)
+    q = est.Normal(loc, scale)
+    return q, est.standard_normal_like(q)
+
+
 @functools.partial(jax.jit, static_argnames=("model", "num_samples", "chunk_size"))
 def iwae_bound(params, x, key, *, model, num_samples: int, chunk_size: int):
     """L_k(x) per example, (B,), for a model with `encode` and `log_likelihood`.
 
     Args:
       params: model variables. x: (B, ...) integer images. key: PRNG key.
-      model: a VAE (`encode(x) -> (loc, scale)`, `log_likelihood(z, x) -> (B,)`).
+      model: a VAE with `encode` and `log_likelihood(z, x) -> (B,)`, Gaussian or discrete
+        (see `latent_distributions`).
       num_samples: k. chunk_size: samples per scan step; must divide k.
     """
     if num_samples % chunk_size:
         raise ValueError(f"iwae: chunk_size {chunk_size} must divide num_samples {num_samples}")
-    loc, scale = model.apply(params, x, method=model.encode)
-    q = est.Normal(loc, scale)
-    prior = est.standard_normal_like(q)
+    q, prior = latent_distributions(model, params, x)
 
     def one_chunk(acc, k):
-        z = q.sample(k, (chunk_size,))  # (c, B, D)
+        z = q.sample(k, (chunk_size,))  # (c, B, D), or (c, B, N, C) one-hot
         ll = jax.vmap(lambda zz: model.apply(params, zz, x, method=model.log_likelihood))(z)
+        # log_prob is (c, B, D) for every family (a categorical's sums its class axis).
         log_w = ll + jnp.sum(prior.log_prob(z) - q.log_prob(z), axis=-1)  # (c, B)
         return jnp.logaddexp(acc, jax.nn.logsumexp(log_w, axis=0)), None
 

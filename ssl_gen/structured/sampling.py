@@ -19,10 +19,12 @@ Cost. The expected number of walk steps is the mean commute time between the roo
 node drawn from the walk's stationary distribution (Wilson 1996): about 2n on K_n with
 equal scores, O(n^3) at worst for equal weights; but it grows like 1 / w when a bridge of
 relative weight w must be crossed, so scores whose differences reach ~15-20 on such cuts
-make the loop very long (and a transition probability below float32's ~1e-38 makes it
-never end). `max_steps` caps the total; a capped sample leaves nodes out and is then not
-exact (`forest_num_components` tells). Under `vmap`, walks advance in lock-step, so a
-batch takes as long as its slowest member.
+make the loop very long. A transition probability that underflows to 0 (below float32's
+~1e-38) would make it endless, so such an edge counts as missing and the sample is then a
+forest. `max_steps` caps the total; a capped sample leaves nodes out and is then not exact
+(`forest_num_components` tells). Under `vmap`, walks advance in lock-step, so a batch
+takes as long as its slowest member. Under `jit` (no eager checks), an edge with a NaN or
+infinite score counts as missing.
 
 Perturb-and-MAP. Add independent Gumbel(0, 1) noise g_e to every edge score and take the
 maximum spanning tree: T* = argmax_T \sum_{e \in T} (theta_e + g_e). This is the spanning
@@ -44,8 +46,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ssl_gen.structured.gibbs import roots_of
-from ssl_gen.structured.graph import check_graph, symmetric_graph
+from ssl_gen.structured.graph import check_graph, component_labels, symmetric_graph
 from ssl_gen.structured.mst import ALGORITHMS, spanning_forest
 
 
@@ -109,12 +110,19 @@ def _sample(key, theta, mask, max_steps):
     sym, present = symmetric_graph(theta, mask)
     n = sym.shape[-1]
     batch_shape = sym.shape[:-2]
-    roots = roots_of(present, mask)  # (..., n)
-    # Transition probabilities q_ij = softmax_j(theta_ij) over the edges of node i; rows of
-    # isolated nodes (roots, never walked from) become 0.
+    # A walk that can never reach its root would never end. So (only reachable under jit,
+    # or past float32's range) an edge with a non-finite score, or whose transition
+    # probability underflows to 0 in either direction, counts as missing: the components,
+    # and so the roots, are those of the edges the walk can use both ways.
+    present = present & jnp.isfinite(sym)
     has_edge = jnp.any(present, axis=-1, keepdims=True)
     logits = jnp.where(present, sym, -jnp.inf)
+    # Transition probabilities q_ij = softmax_j(theta_ij) over the edges of node i; rows of
+    # isolated nodes (roots, never walked from) become 0.
     q = jnp.where(present, jax.nn.softmax(jnp.where(has_edge, logits, 0.0), axis=-1), 0.0)
+    usable = (q > 0) & (jnp.swapaxes(q, -1, -2) > 0)
+    q = jnp.where(usable, q, 0.0)
+    roots = component_labels(usable) == jnp.arange(n)  # (..., n) one per component
     cdf = jnp.cumsum(q, axis=-1)  # (..., n, n)
     # The last neighbour with positive probability: the draw is clipped to it, in case
     # rounding puts the uniform at (or above) the row's total.

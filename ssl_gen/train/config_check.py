@@ -101,7 +101,7 @@ def validate(config) -> None:
                    "config.objective.name")
     _unknown(list(config.objective), ["name", "kwargs"], "config.objective")
     _check_kwargs(loss, config.objective.get("kwargs", {}), "config.objective.kwargs",
-                  skip=("params", "batch", "rng", "model"))
+                  skip=("params", "batch", "rng", "model", "step", "estimator_state"))
 
     for name, ev in (config.get("evals") or {}).items():
         _unknown(list(ev), sorted(EVAL_KEYS), f"config.evals.{name}")

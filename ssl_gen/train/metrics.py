@@ -67,6 +67,8 @@ def plot_curves(workdir: str, names: tuple[str, ...] | None = None) -> str | Non
 
     series: dict[str, dict[int, float]] = defaultdict(dict)
     for row in read_metrics(path):
+        if row["split"] == "final":  # one point per metric: the final_metrics.json table
+            continue
         for k, v in row.items():
             if k in ("step", "split") or (names and k not in names):
                 continue

@@ -9,6 +9,7 @@ loop (step, log, eval, checkpoint, preemption) -> final evals and plots.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from ssl_gen import data
 from ssl_gen.evals import EvalContext
 from ssl_gen.train import checkpoint, config_check, metrics, optim, sharding
 from ssl_gen.train.config_check import ConfigError
-from ssl_gen.train.step import TrainStep, init_state
+from ssl_gen.train.step import TrainStep, init_state, objective_inputs
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,15 @@ def build(config, workdir: str) -> dict[str, Any]:
     model = config_check.model_class(config)(**config.model.get("kwargs", {}))
     objective = config_check._import("ssl_gen.objectives", config.objective.name, "loss_fn",
                                      "config.objective.name")
-    loss_fn = functools.partial(objective, model=model, **config.objective.get("kwargs", {}))
+    objective_kwargs = dict(config.objective.get("kwargs", {}))
+    loss_fn = functools.partial(objective, model=model, **objective_kwargs)
+    # A stateful gradient estimator's initial state, from the objective's module (see step.py).
+    init_estimator_state = getattr(inspect.getmodule(objective), "init_estimator_state", None)
+    try:
+        estimator_state = (init_estimator_state(model=model, **objective_kwargs)
+                           if init_estimator_state else None)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"config.objective: {_first_line(e)}") from None
     tx = optim.make_optimizer(config.optimizer, config.num_train_steps)
 
     key = jax.random.key(config.seed)
@@ -104,13 +113,14 @@ def build(config, workdir: str) -> dict[str, Any]:
     def init_fn(k):
         rngs = {"params": k, "sample": jax.random.fold_in(k, 1),
                 "dropout": jax.random.fold_in(k, 2)}
-        return init_state(model.init(rngs, _model_input(one)), tx)
+        return init_state(model.init(rngs, _model_input(one)), tx, estimator_state)
 
     # Shapes are checked by abstract evaluation (tracing, no compilation): a model that does
     # not fit the data is a one-line error here, not an XLA stack trace.
     try:
         abstract_state = jax.eval_shape(init_fn, init_key)
-        jax.eval_shape(loss_fn, abstract_state["params"], abstract_batch, train_key)
+        jax.eval_shape(functools.partial(loss_fn, **objective_inputs(loss_fn, abstract_state)),
+                       abstract_state["params"], abstract_batch, train_key)
     except (ValueError, TypeError) as e:
         raise ConfigError(
             f"model/objective do not fit dataset {ds.name!r}: {_first_line(e)}") from None

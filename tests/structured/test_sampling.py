@@ -104,6 +104,21 @@ def test_wilson_on_a_disconnected_graph_samples_independent_component_trees():
     assert stat < threshold, (stat, threshold)
 
 
+def test_wilson_ends_when_a_bridge_is_out_of_float32_range():
+    """Two triangles joined by the edge 2-3. At score -8 the walk crosses it (every tree
+    uses it); at -200 its transition probability underflows to 0 and a walk could never
+    cross: the edge counts as missing and the sample is a two-tree forest (documented)."""
+    mask = np.zeros((6, 6), dtype=bool)
+    mask[:3, :3] = mask[3:, 3:] = True
+    mask[2, 3] = mask[3, 2] = True
+    mask &= ~np.eye(6, dtype=bool)
+    theta = np.zeros((6, 6), np.float32)
+    for score, components in [(-8.0, 1), (-200.0, 2)]:
+        theta[2, 3] = theta[3, 2] = score
+        samples = draw("wilson", theta, mask, seed=6, num=5000)  # shapes shared: one compile
+        np.testing.assert_array_equal(st.forest_num_components(samples), components)
+
+
 def test_sample_is_batched_over_graphs_and_max_steps_caps_the_walk():
     theta = jnp.zeros((2, 3, 6, 6))
     trees = st.sample(jax.random.key(3), theta)
