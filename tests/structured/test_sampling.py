@@ -105,7 +105,7 @@ def test_wilson_on_a_disconnected_graph_samples_independent_component_trees():
 
 
 def test_wilson_ends_when_a_bridge_is_out_of_float32_range():
-    """Two triangles joined by the edge 2-3. At score -8 the walk crosses it (every tree
+    """Two triangles joined by the edge 2-3. At score -2 the walk crosses it (every tree
     uses it); at -200 its transition probability underflows to 0 and a walk could never
     cross: the edge counts as missing and the sample is a two-tree forest (documented)."""
     mask = np.zeros((6, 6), dtype=bool)
@@ -113,7 +113,7 @@ def test_wilson_ends_when_a_bridge_is_out_of_float32_range():
     mask[2, 3] = mask[3, 2] = True
     mask &= ~np.eye(6, dtype=bool)
     theta = np.zeros((6, 6), np.float32)
-    for score, components in [(-8.0, 1), (-200.0, 2)]:
+    for score, components in [(-2.0, 1), (-200.0, 2)]:
         theta[2, 3] = theta[3, 2] = score
         samples = draw("wilson", theta, mask, seed=6, num=5000)  # shapes shared: one compile
         np.testing.assert_array_equal(st.forest_num_components(samples), components)
