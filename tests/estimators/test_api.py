@@ -51,20 +51,22 @@ def _loss(estimator, state):
 PARAMS = {"logits": P.BERN_LOGITS, "phi": jnp.array(0.6)}
 
 
-@pytest.mark.parametrize("name", ["score_function", "disarm", "straight_through_gumbel"])
+@pytest.mark.parametrize("name", ["score_function[loo]", "disarm", "straight_through_gumbel"])
 def test_jit_and_no_jit_agree(name):
-    """Eager dispatch is slow (seconds per estimator here), so three representative
-    estimators run it: a score function, the antithetic one and a relaxed one."""
+    """Eager dispatch is slow (each new op compiles), so three representative estimators
+    run it: a score function, the antithetic one and a relaxed one."""
     grad = jax.grad(_loss(*DISCRETE[name]))
-    key = jax.random.key(0)
+    key = P.key(0)
     eager, jitted = grad(PARAMS, key), jax.jit(grad)(PARAMS, key)
     # XLA may fuse and reorder float32 ops under jit: agreement to 1e-5 relative, not bitwise.
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), eager, jitted)
 
 
 def test_vmap_over_keys_equals_a_loop():
-    """Row i of a vmap over keys is the unbatched call on key i (row 1 checked: one extra
-    graph per estimator keeps the compile small)."""
+    """Row i of a vmap over (default, threefry) keys is the unbatched call on key i; row 1
+    is checked, one extra graph per estimator keeps the compile small. (The statistical
+    tests use "rbg" keys, whose vmap draws a batch from one key's stream: i.i.d. replicas,
+    but not equal to a loop, see problems.key.)"""
     keys = jax.random.split(jax.random.key(1), 2)
 
     def run(params, keys):
@@ -79,12 +81,12 @@ def test_vmap_over_keys_equals_a_loop():
             a[1], b, rtol=1e-5, atol=1e-6, err_msg=name
         )
         jax.tree.map(close, batched, single)
-        assert not np.allclose(batched["logits"][0], batched["logits"][1]) or name == "exact"
 
 
 def test_larger_loss_gives_f_parameters_their_gradient():
-    """d/dphi of E[(b.w - phi)^2] + 0.1 phi^2 = 2 (phi - p.w) + 0.2 phi, and d/dlogits for the
-    unbiased estimators, against enumeration."""
+    """Inside a larger loss, d/dphi of E[(b.w - phi)^2] + 0.1 phi^2 = 2 (phi - p.w) + 0.2 phi
+    for every estimator that evaluates f at exact samples, and d/dlogits for the unbiased
+    ones, against enumeration."""
     exact = lambda p: (
         P.brute_expectation(
             lambda b: jnp.square(b @ P.BERN_W - p["phi"]), est.Bernoulli(p["logits"])
@@ -94,9 +96,8 @@ def test_larger_loss_gives_f_parameters_their_gradient():
     truth = jax.jit(jax.grad(exact))(PARAMS)
 
     def run(params, key):
-        return {
-            n: est.grad_samples(_loss(*DISCRETE[n]), params, key, 20_000) for n in EXACT_SAMPLES
-        }
+        names = EXACT_SAMPLES
+        return {n: est.grad_samples(_loss(*DISCRETE[n]), params, key, 20_000) for n in names}
 
     for name, grads in jax.jit(run)(PARAMS, P.key(14)).items():
         assert_mean_close(grads["phi"], truth["phi"], what=f"{name} d/dphi")
