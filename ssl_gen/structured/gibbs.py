@@ -24,7 +24,8 @@ next to it in float32 (score gaps of ~16 nats). Two changes remove both problems
 
 1. Scale: work with a_ij = w_ij / sqrt(d_i d_j) = exp(theta_ij - (l_i + l_j) / 2), where
    l_i = log d_i = logsumexp_j theta_ij is computed stably; a_ij lies in [0, 1].
-2. Eliminate without subtraction (the Grassmann-Taksar-Heyman idea for M-matrices).
+2. Eliminate without subtraction (the idea of Grassmann, Taksar & Heyman 1985 for Markov
+   chains, i.e. M-matrices).
    Eliminating a node k from a Laplacian (Gaussian elimination, a Schur complement) gives
    the Laplacian of the reduced network with weights w_ij + w_ik w_kj / D_k ("Kron
    reduction"), where D_k is k's current degree, and det L_r is the product of the pivots

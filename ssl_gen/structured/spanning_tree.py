@@ -34,7 +34,8 @@ Conventions shared by all of them:
 - Concrete inputs are checked eagerly: a NaN or infinite value on an edge, a non-symmetric
   array or mask, or a wrong shape is a one-line `ValueError`. Traced inputs (inside `jit`,
   `vmap`, `grad`) are not checked: the symmetric part (x + x^T) / 2 and mask & mask^T are
-  used; the MST treats NaN-weighted edges as missing; the distributions propagate NaN.
+  used; the MST functions and `sample` treat an edge with a NaN (for `sample`, any
+  non-finite) value as missing; `log_partition`, `marginals` etc. propagate NaN.
 - Everything is jittable; batching is over the leading axes, or with `jax.vmap`.
 
 Example::
