@@ -119,8 +119,9 @@ def build(config, workdir: str) -> dict[str, Any]:
     # not fit the data is a one-line error here, not an XLA stack trace.
     try:
         abstract_state = jax.eval_shape(init_fn, init_key)
-        jax.eval_shape(functools.partial(loss_fn, **objective_inputs(loss_fn, abstract_state)),
-                       abstract_state["params"], abstract_batch, train_key)
+        jax.eval_shape(lambda p, b, k, inputs: loss_fn(p, b, k, **inputs),
+                       abstract_state["params"], abstract_batch, train_key,
+                       objective_inputs(loss_fn, abstract_state))
     except (ValueError, TypeError) as e:
         raise ConfigError(
             f"model/objective do not fit dataset {ds.name!r}: {_first_line(e)}") from None

@@ -18,29 +18,34 @@ def test_shapes_of_every_entry_point(latent, code):
     assert m.latent_shape == code and m.latent_size == int(np.prod(code))
     x = _x()
     params = m.init({"params": jax.random.key(0)}, x)
-    logits = m.apply(params, x, method=m.encode)
-    assert logits.shape == (4, *code)
-    out, aux = m.apply(params, x)
-    assert out.shape == (4, 8, 8, 1) and aux["z"].shape == (4, *code)
+
+    @jax.jit  # one compilation for every entry point (eager op-by-op is slow on CPU)
+    def outputs(params, key):
+        out, aux = m.apply(params, x)
+        z = aux["z"]
+        return dict(
+            logits=m.apply(params, x, method=m.encode), out=out, z=z,
+            mode=m.apply(params, x, method=m.posterior_mode),
+            ll=m.apply(params, z, x, method=m.log_likelihood),
+            mean=m.apply(params, z, method=m.decode_mean),
+            # The decoder takes relaxed codes too (Gumbel-Softmax evaluates it there).
+            ll_relaxed=m.apply(params, jnp.full(z.shape, 0.3), x, method=m.log_likelihood),
+            prior=m.apply(params, key, 6, method=m.sample_prior),
+            z_train=m.apply(params, x, train=True, rngs={"sample": key})[1]["z"])
+
+    o = jax.tree.map(np.asarray, outputs(params, jax.random.key(1)))
+    assert o["logits"].shape == (4, *code) and o["out"].shape == (4, 8, 8, 1)
     # train=False decodes the mode: one-hot rows (categorical) or bits equal to 1[logit > 0].
-    mode = np.asarray(m.apply(params, x, method=m.posterior_mode))
-    np.testing.assert_array_equal(mode, aux["z"])
+    np.testing.assert_array_equal(o["mode"], o["z"])
     if latent == "categorical":
-        np.testing.assert_array_equal(mode.sum(-1), 1)
-        np.testing.assert_array_equal(mode.argmax(-1), np.asarray(logits).argmax(-1))
+        np.testing.assert_array_equal(o["mode"].sum(-1), 1)
+        np.testing.assert_array_equal(o["mode"].argmax(-1), o["logits"].argmax(-1))
     else:
-        np.testing.assert_array_equal(mode, np.asarray(logits) > 0)
-    ll = m.apply(params, aux["z"], x, method=m.log_likelihood)
-    assert ll.shape == (4,) and bool(jnp.all(ll < 0))
-    mean = m.apply(params, aux["z"], method=m.decode_mean)
-    assert mean.shape == (4, 8, 8, 1) and 0 <= float(mean.min()) <= float(mean.max()) <= 1
-    # The decoder takes relaxed codes too (Gumbel-Softmax evaluates it inside the simplex).
-    relaxed = jnp.full((4, *code), 0.3)
-    assert np.isfinite(m.apply(params, relaxed, x, method=m.log_likelihood)).all()
-    z = np.asarray(m.apply(params, jax.random.key(1), 6, method=m.sample_prior))
-    assert z.shape == (6, *code) and set(np.unique(z)) <= {0.0, 1.0}
-    _, aux_train = m.apply(params, x, train=True, rngs={"sample": jax.random.key(2)})
-    assert aux_train["z"].shape == (4, *code)
+        np.testing.assert_array_equal(o["mode"], o["logits"] > 0)
+    assert o["ll"].shape == (4,) and (o["ll"] < 0).all() and np.isfinite(o["ll_relaxed"]).all()
+    assert o["mean"].shape == (4, 8, 8, 1) and 0 <= o["mean"].min() <= o["mean"].max() <= 1
+    assert o["prior"].shape == (6, *code) and set(np.unique(o["prior"])) <= {0.0, 1.0}
+    assert o["z_train"].shape == (4, *code) and set(np.unique(o["z_train"])) <= {0.0, 1.0}
 
 
 def test_train_samples_follow_the_posterior():
@@ -50,7 +55,8 @@ def test_train_samples_follow_the_posterior():
     x = np.repeat(_x(shape=(1, 8, 8, 1)), 4000, axis=0)
     params = m.init({"params": jax.random.key(0)}, x[:1])
     params = jax.tree.map(lambda v: v * 20.0, params)  # spread the probabilities
-    _, aux = m.apply(params, x, train=True, rngs={"sample": jax.random.key(3)})
+    _, aux = jax.jit(lambda p, k: m.apply(p, x, train=True, rngs={"sample": k}))(
+        params, jax.random.key(3))
     probs = np.asarray(jax.nn.softmax(aux["logits"][0], -1))
     np.testing.assert_allclose(np.asarray(aux["z"]).mean(0), probs, atol=0.04)
 
@@ -58,7 +64,8 @@ def test_train_samples_follow_the_posterior():
 def test_prior_samples_are_uniform():
     m = dvae.Model(latent="bernoulli", num_latents=5, hidden=())
     params = m.init({"params": jax.random.key(0)}, _x())
-    z = np.asarray(m.apply(params, jax.random.key(4), 4000, method=m.sample_prior))
+    z = np.asarray(jax.jit(lambda p, k: m.apply(p, k, 4000, method=m.sample_prior))(
+        params, jax.random.key(4)))
     np.testing.assert_allclose(z.mean(0), 0.5, atol=0.04)  # 5 standard errors of 0.0079
 
 

@@ -1,0 +1,247 @@
+r"""The ELBO of a VAE with discrete latents (`ssl_gen.models.dvae`), any discrete estimator.
+
+    ELBO(x) = E_{q(z|x)}[log p(x|z)] - KL(q(z|x) || p(z))  <=  log p(x),
+
+with q(z|x) a product of N categoricals over C classes (or of N Bernoullis) and p(z)
+uniform, so the KL is analytic: KL(q || U) = sum_n [log C - H(q_n)], the class entropy
+H(q_n) = -sum_c q_nc log q_nc (C = 2 for Bernoulli units). The reconstruction term is
+`est.expectation(log p(x|.), q, estimator, num_samples)`: its gradient with respect to the
+encoder is the configured estimator's, with respect to the decoder the pathwise gradient
+at the estimator's samples. The loss is the negative ELBO averaged over the batch's real
+examples, in nats per example.
+
+Estimators (config value `estimator`, resolved by `make_estimator`): every discrete one of
+`ssl_gen.estimators` (`score_function` with each baseline, `arm`, `disarm`,
+`gumbel_softmax`, `straight_through`, `straight_through_gumbel`, `reinmax`, `indecater`,
+`exact`, ...).
+Relaxed ones (Gumbel-Softmax; Jang et al. 2017, Maddison et al. 2017) evaluate the decoder
+at relaxed codes: their `recon`/`elbo` metrics are of the relaxed objective, which is what
+they train; the evaluations (`ssl_gen.evals.iwae`) always score exact codes.
+
+How the objective sees the training step and estimator state (the trainer's protocol, see
+`ssl_gen.train.step`): the train step passes `step=` to an objective that declares it
+(here it drives `temperature_schedule`), and `estimator_state=` when the train state holds
+one; an objective module with `init_estimator_state(model=..., **kwargs)` gives the initial
+state (None when stateless), and `loss_fn` returns the new state as `aux["estimator_state"]`
+(the train step stores it in `state["estimator_state"]` and does not log it).
+
+Fair comparisons use equal budgets of decoder evaluations: `aux["fevals"]` is the number of
+evaluations of f = log p(x|.) per example per step (backward passes not counted):
+K for one-sample-per-evaluation estimators, 2K for ARM/DisARM (K antithetic pairs),
+K (N C + 1) for IndeCateR, C^N (2^N) for exact enumeration. An estimator without a count
+here is a one-line error, so no comparison silently misreports its cost.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ssl_gen import estimators as est
+from ssl_gen.objectives.elbo import masked_mean
+from ssl_gen.objectives.estimator_config import make_estimator
+
+DEFAULT_ESTIMATOR = "gumbel_softmax"
+
+# Estimators whose cost is one f evaluation per sample, or two (an antithetic pair).
+ONE_EVAL_PER_SAMPLE = frozenset({
+    "score_function", "gumbel_softmax", "straight_through", "straight_through_gumbel",
+    "reinmax"})
+TWO_EVALS_PER_SAMPLE = frozenset({"arm", "disarm"})
+# Estimators that enumerate the joint support of the batch shape: run per example (the ELBO
+# factorizes over examples), so their cost is C^N per example, not C^(B N) for the batch.
+PER_EXAMPLE = frozenset({"exact"})
+SCHEDULE_KEYS = ("start", "end", "anneal_steps")
+
+
+def base_name(estimator: est.Estimator) -> str:
+    """The factory name of an estimator: 'score_function[loo]' -> 'score_function'."""
+    return estimator.name.split("[", 1)[0]
+
+
+def latent_distribution(latent: str, logits: jax.Array):
+    """q(z|x) (or, at zero logits, the uniform prior) as an `ssl_gen.estimators` distribution.
+
+    Args:
+      latent: "categorical" (logits (B, N, C), one-hot samples) or "bernoulli" (B, N).
+      logits: the encoder's output.
+    """
+    if latent == "categorical":
+        return est.Categorical(logits)
+    if latent == "bernoulli":
+        return est.Bernoulli(logits)
+    raise ValueError(f"discrete_elbo: latent must be 'categorical' or 'bernoulli', got {latent!r}")
+
+
+def kl_to_uniform(q) -> jax.Array:
+    """KL(q || uniform) per example, summed over the latent variables: (B,) from (B, N[, C])."""
+    kl = q.kl(type(q)(jnp.zeros_like(q.logits)))  # (B, N): class axis summed for categorical
+    return kl.reshape(kl.shape[0], -1).sum(-1)
+
+
+def function_evaluations(estimator: est.Estimator, latent_shape: tuple[int, ...],
+                         num_samples: int) -> int:
+    """Evaluations of f = log p(x|.) per example per call of the objective.
+
+    Args:
+      estimator: the estimator. latent_shape: one example's code, (N, C) or (N,).
+      num_samples: K (pairs for ARM/DisARM).
+    """
+    name = base_name(estimator)
+    if name in ONE_EVAL_PER_SAMPLE:
+        return num_samples
+    if name in TWO_EVALS_PER_SAMPLE:
+        return 2 * num_samples
+    classes = latent_shape[1] if len(latent_shape) == 2 else 2
+    if name == "exact":
+        return classes ** latent_shape[0]
+    if name == "indecater":  # every class of every variable, per sample, plus the sample
+        return num_samples * (latent_shape[0] * classes + 1)
+    raise ValueError(
+        f"discrete_elbo: no function-evaluation count for estimator {estimator.name!r}; add "
+        "its cost to ssl_gen/objectives/discrete_elbo.py so comparisons stay fair")
+
+
+def check_schedule(schedule: Mapping[str, Any]) -> tuple[float, float, int]:
+    """(start, end, anneal_steps) of a temperature schedule, or a one-line ValueError."""
+    keys = sorted(dict(schedule))
+    if keys != sorted(SCHEDULE_KEYS):
+        raise ValueError(
+            f"discrete_elbo: temperature_schedule needs exactly the keys {SCHEDULE_KEYS}, "
+            f"got {keys}")
+    start, end, steps = schedule["start"], schedule["end"], schedule["anneal_steps"]
+    if not (float(start) > 0 and float(end) > 0 and math.isfinite(start * end)):
+        raise ValueError(
+            f"discrete_elbo: temperature_schedule start and end must be > 0, got {start}, {end}")
+    if not (isinstance(steps, int) and steps >= 1):
+        raise ValueError(
+            f"discrete_elbo: temperature_schedule anneal_steps must be an int >= 1, got {steps!r}")
+    return float(start), float(end), steps
+
+
+def temperature_at(schedule: Mapping[str, Any], step) -> jax.Array:
+    r"""tau(t) = start (end / start)^{min(t / anneal_steps, 1)}: geometric, then constant.
+
+    Jang et al. (2017, Sec. 4.3) anneal tau = max(0.5, exp(-r t)) from 1; that is this
+    schedule with start=1, end=0.5, anneal_steps = log(2) / r (here continuous in t rather
+    than updated every 500 steps). `step=None` (a call outside the trainer) gives `start`.
+    """
+    start, end, steps = check_schedule(schedule)
+    if step is None:
+        return jnp.asarray(start, jnp.float32)
+    frac = jnp.clip(jnp.asarray(step, jnp.float32) / steps, 0.0, 1.0)
+    return start * (end / start) ** frac
+
+
+def resolve_estimator(spec: Any, temperature_schedule: Mapping[str, Any] | None = None,
+                      step=None) -> tuple[est.Estimator, jax.Array | None]:
+    """The estimator for this step and its temperature (None without a schedule).
+
+    With a schedule, `spec` (a name or a dict without "temperature") is built at both ends
+    of the schedule first, concretely, so an estimator that takes no temperature or refuses
+    one of the ends (ReinMax below 1) is a one-line error before anything compiles.
+    """
+    if temperature_schedule is None:
+        return make_estimator(spec), None
+    if isinstance(spec, est.Estimator):
+        raise ValueError("discrete_elbo: temperature_schedule needs the estimator as a name or "
+                         "a dict, not an Estimator value")
+    base = {"name": spec} if isinstance(spec, str) else dict(spec)
+    if "temperature" in base:
+        raise ValueError("discrete_elbo: set either the estimator's temperature or "
+                         "temperature_schedule, not both")
+    start, end, _ = check_schedule(temperature_schedule)
+    for t in (start, end):
+        make_estimator({**base, "temperature": t})
+    tau = temperature_at(temperature_schedule, step)
+    return make_estimator({**base, "temperature": tau}), tau
+
+
+def init_estimator_state(*, model, estimator: Any = DEFAULT_ESTIMATOR,
+                         temperature_schedule: Mapping[str, Any] | None = None, **unused):
+    """The initial estimator state for the train state (None for a stateless estimator)."""
+    del model, unused
+    e, _ = resolve_estimator(estimator, temperature_schedule, None)
+    return e.init() if e.stateful else None
+
+
+def loss_fn(
+    params: Any,
+    batch: dict[str, jax.Array],
+    rng: jax.Array,
+    *,
+    model,
+    estimator: Any = DEFAULT_ESTIMATOR,
+    num_samples: int = 1,
+    temperature_schedule: Mapping[str, Any] | None = None,
+    beta: float = 1.0,
+    step: jax.Array | None = None,
+    estimator_state: Any = None,
+) -> tuple[jax.Array, dict[str, Any]]:
+    """Negative ELBO of a discrete-latent VAE.
+
+    Args:
+      params: the model's variables (`{"params": ...}`).
+      batch: `image` (B, H, W, C) integer levels; optional `mask` (B,).
+      rng: key for the posterior samples.
+      model: a `ssl_gen.models.dvae.Model`.
+      estimator: the encoder-gradient estimator (a name, `{"name": ..., **kwargs}` or an
+        `Estimator`; see `make_estimator`).
+      num_samples: K, samples (ARM/DisARM: antithetic pairs) per example.
+      temperature_schedule: `{"start", "end", "anneal_steps"}` for an estimator that takes a
+        temperature (Gumbel-Softmax, ST-Gumbel, ReinMax); see `temperature_at`.
+      beta: weight of the KL term (1 is the ELBO).
+      step: the training step (the train step passes it); drives the schedule.
+      estimator_state: a stateful estimator's state (the train step passes it).
+
+    Returns:
+      (loss, aux): loss = -mean(recon - beta KL); aux = {elbo, recon, kl, fevals[,
+      temperature][, estimator_state]}, the metrics averaged over real examples.
+    """
+    x = batch["image"]
+    mask = batch.get("mask")
+    e, tau = resolve_estimator(estimator, temperature_schedule, step)
+    if e.stateful and estimator_state is None:
+        raise ValueError(
+            f"discrete_elbo: estimator {e.name!r} is stateful: pass estimator_state "
+            "(from init_estimator_state) and thread aux['estimator_state'] to the next call")
+    if not e.stateful and estimator_state is not None:
+        raise ValueError(f"discrete_elbo: estimator {e.name!r} is stateless: "
+                         "estimator_state must be None")
+    dist_fn = functools.partial(latent_distribution, model.latent_type)
+    logits = model.apply(params, x, method=model.encode)  # (B, N, C) or (B, N)
+
+    def log_likelihood(z):  # (B, *latent) -> (B,); the decoder's gradient is pathwise
+        return model.apply(params, z, x, method=model.log_likelihood)
+
+    new_state = None
+    if base_name(e) in PER_EXAMPLE:
+        def one_example(lg, xi, key):  # lg (*latent), xi (H, W, C)
+            f = lambda z: model.apply(params, z[None], xi[None], method=model.log_likelihood)[0]
+            return est.expectation(f, dist_fn, e, num_samples)(lg, key)
+
+        keys = jax.random.split(rng, x.shape[0])
+        recon = jax.vmap(one_example)(logits, x, keys)  # (B,)
+    elif e.stateful:
+        objective = est.expectation(log_likelihood, dist_fn, e, num_samples)
+        recon, new_state = objective(logits, rng, estimator_state)
+    else:
+        recon = est.expectation(log_likelihood, dist_fn, e, num_samples)(logits, rng)
+    kl = kl_to_uniform(dist_fn(logits))  # (B,)
+    fevals = function_evaluations(e, model.latent_shape, num_samples)
+    aux = {
+        "elbo": masked_mean(recon - kl, mask),
+        "recon": masked_mean(recon, mask),
+        "kl": masked_mean(kl, mask),
+        "fevals": jnp.asarray(fevals, jnp.float32),
+    }
+    if tau is not None:
+        aux["temperature"] = jnp.asarray(tau, jnp.float32)
+    if new_state is not None:
+        aux["estimator_state"] = new_state
+    return -masked_mean(recon - beta * kl, mask), aux
