@@ -67,6 +67,9 @@ requires; invalid settings are one-line ValueErrors at construction or trace tim
 - `arm()`, `disarm()`: antithetic, unbiased estimators for `Bernoulli` latents (Yin & Zhou
   2019; Dong et al. 2020); two f evaluations per sample (`num_samples` counts pairs);
   DisARM's variance <= ARM's.
+- `SpanningTree(theta, mask=None)`: the Gibbs distribution over spanning trees; with
+  `score_function`, `exact`, `gumbel_softmax` / `straight_through_gumbel` (the stochastic
+  softmax trick, Paulus et al. 2020). See `ssl_gen.estimators.spanning_tree`.
 - `indecater()`: local expectations for factorized `Bernoulli` / `Categorical` latents
   (Titsias & Lazaro-Gredilla 2015; De Smet et al. 2023), unbiased, exact when f reads one
   variable; K (E C + 1) f evaluations.
@@ -106,6 +109,7 @@ from ssl_gen.estimators.relaxed import (
     straight_through_gumbel,
 )
 from ssl_gen.estimators.score_function import MovingAverageState, score_function
+from ssl_gen.estimators.spanning_tree import SpanningTree
 
 __all__ = [
     "arm",
@@ -126,6 +130,7 @@ __all__ = [
     "pathwise",
     "reinmax",
     "score_function",
+    "SpanningTree",
     "standard_normal_like",
     "straight_through",
     "straight_through_gumbel",
