@@ -12,8 +12,8 @@ examples, in nats per example.
 
 Estimators (config value `estimator`, resolved by `make_estimator`): every discrete one of
 `ssl_gen.estimators` (`score_function` with each baseline, `arm`, `disarm`,
-`gumbel_softmax`, `straight_through`, `straight_through_gumbel`, `reinmax`, `indecater`,
-`exact`, ...).
+`gumbel_softmax`, `straight_through`, `straight_through_gumbel`, `gumbel_rao`,
+`gapped_straight_through`, `reinmax`, `rebar`, `relax` (stateful), `indecater`, `exact`).
 Relaxed ones (Gumbel-Softmax; Jang et al. 2017, Maddison et al. 2017) evaluate the decoder
 at relaxed codes: their `recon`/`elbo` metrics are of the relaxed objective, which is what
 they train; the evaluations (`ssl_gen.evals.iwae`) always score exact codes.
@@ -27,9 +27,9 @@ state (None when stateless), and `loss_fn` returns the new state as `aux["estima
 
 Fair comparisons use equal budgets of decoder evaluations: `aux["fevals"]` is the number of
 evaluations of f = log p(x|.) per example per step (backward passes not counted):
-K for one-sample-per-evaluation estimators, 2K for ARM/DisARM (K antithetic pairs),
-K (N C + 1) for IndeCateR, C^N (2^N) for exact enumeration. An estimator without a count
-here is a one-line error, so no comparison silently misreports its cost.
+K for one-sample-per-evaluation estimators, 2K for ARM/DisARM (K antithetic pairs), 3K for
+REBAR/RELAX, K (N C + 1) for IndeCateR, C^N (2^N) for exact enumeration. An estimator
+without a count here is a one-line error, so no comparison silently misreports its cost.
 """
 
 from __future__ import annotations
@@ -51,8 +51,10 @@ DEFAULT_ESTIMATOR = "gumbel_softmax"
 # Estimators whose cost is one f evaluation per sample, or two (an antithetic pair).
 ONE_EVAL_PER_SAMPLE = frozenset({
     "score_function", "gumbel_softmax", "straight_through", "straight_through_gumbel",
-    "reinmax"})
+    "reinmax", "gumbel_rao", "gapped_straight_through"})
 TWO_EVALS_PER_SAMPLE = frozenset({"arm", "disarm"})
+# f at the sample and at two relaxed points (the control variate at z and at z~ | b).
+THREE_EVALS_PER_SAMPLE = frozenset({"rebar", "relax"})
 # Estimators that enumerate the joint support of the batch shape: run per example (the ELBO
 # factorizes over examples), so their cost is C^N per example, not C^(B N) for the batch.
 PER_EXAMPLE = frozenset({"exact"})
@@ -97,6 +99,8 @@ def function_evaluations(estimator: est.Estimator, latent_shape: tuple[int, ...]
         return num_samples
     if name in TWO_EVALS_PER_SAMPLE:
         return 2 * num_samples
+    if name in THREE_EVALS_PER_SAMPLE:
+        return 3 * num_samples
     classes = latent_shape[1] if len(latent_shape) == 2 else 2
     if name == "exact":
         return classes ** latent_shape[0]

@@ -1,0 +1,147 @@
+r"""Discrete-latent VAEs trained with each gradient estimator: the estimator comparison.
+
+Launch one estimator (the `:arg` picks a variant; add `,runlocal` for a seconds-long run):
+
+  python -m ssl_gen.train.main --config=experiments/dvae_estimators.py:categorical \
+      --workdir=runs/dvae_gs
+  python -m ssl_gen.train.main \
+      --config=experiments/dvae_estimators.py:bernoulli,estimator=disarm --workdir=runs/dvae_disarm
+
+Variants:
+  categorical       20 latents x 10 classes (Jang et al. 2017's latent space), the default
+  bernoulli         200 Bernoulli units, linear encoder/decoder (REBAR/RELAX/DisARM "linear")
+  nonlinear         200 Bernoulli units, two 200-unit tanh layers each side (REBAR "nonlinear")
+  binarized_mnist   tfds `binarized_mnist` (28x28) at the papers' sizes, for users who have it
+  estimator=rloo    any key of ESTIMATORS below (e.g. estimator=disarm, estimator=reinmax)
+  runlocal          tiny model and few steps (combine: `bernoulli,estimator=arm,runlocal`)
+
+Equal budgets: every preset in ESTIMATORS evaluates the decoder twice per example per step
+(two samples, or one antithetic pair for ARM/DisARM), the fair comparison; the metric
+`fevals` reports it, so an override of `num_samples` shows up. The exceptions: `rebar` and
+`relax` (3 per sample), `indecater` (N C + 1 per sample) and `exact` (2^N or C^N, for tiny
+latents only: runlocal sizes).
+
+Override anything: `--config.objective.kwargs.num_samples=4 --config.num_train_steps=500`.
+"""
+
+import copy
+
+import ml_collections
+
+from experiments.common import parse_arg
+
+# Estimator presets: objective kwargs of `ssl_gen.objectives.discrete_elbo.loss_fn`.
+ESTIMATORS = {
+    # REINFORCE (Williams 1992) without a baseline: the variance floor of the comparison.
+    "reinforce": dict(estimator=dict(name="score_function"), num_samples=2),
+    # REINFORCE with a moving-average baseline (stateful: threaded through the train state).
+    "reinforce_ma": dict(estimator=dict(name="score_function", baseline="moving_average",
+                                        decay=0.99), num_samples=2),
+    # REINFORCE leave-one-out (Kool et al. 2019): DisARM's main unbiased competitor.
+    "rloo": dict(estimator=dict(name="score_function", baseline="loo"), num_samples=2),
+    # Score function with the optimal-coefficient control variate per logit.
+    "optimal_cv": dict(estimator=dict(name="score_function", baseline="optimal"),
+                       num_samples=2),
+    "arm": dict(estimator=dict(name="arm"), num_samples=1),  # Bernoulli only; 1 pair
+    "disarm": dict(estimator=dict(name="disarm"), num_samples=1),  # Bernoulli only; 1 pair
+    # Gumbel-Softmax with Jang et al.'s annealing from 1 to 0.5 (over half the run here).
+    "gumbel_softmax": dict(estimator=dict(name="gumbel_softmax"), num_samples=2,
+                           temperature_schedule=dict(start=1.0, end=0.5, anneal_steps=1_000)),
+    "straight_through": dict(estimator=dict(name="straight_through"), num_samples=2),
+    "straight_through_gumbel": dict(estimator=dict(name="straight_through_gumbel",
+                                                   temperature=1.0), num_samples=2),
+    "reinmax": dict(estimator=dict(name="reinmax", temperature=1.0), num_samples=2),
+    # Gumbel-Rao (Paulus et al. 2021): ST-Gumbel's mean with its noise averaged given D.
+    "gumbel_rao": dict(estimator=dict(name="gumbel_rao", temperature=1.0), num_samples=2),
+    # Gapped straight-through (Fan et al. 2022).
+    "gapped_straight_through": dict(estimator=dict(name="gapped_straight_through"),
+                                    num_samples=2),
+    # REBAR (Tucker et al. 2017) and RELAX (Grathwohl et al. 2018, stateful: a learned
+    # control variate in the train state): 3 evaluations per sample, so 3 per step here.
+    "rebar": dict(estimator=dict(name="rebar"), num_samples=1),
+    "relax": dict(estimator=dict(name="relax"), num_samples=1),
+    # IndeCateR (De Smet et al. 2023): K (N C + 1) evaluations, 201 per sample at 20 x 10.
+    "indecater": dict(estimator=dict(name="indecater"), num_samples=1),
+    "exact": dict(estimator=dict(name="exact"), num_samples=1),  # tiny latents only
+}
+
+
+def get_config(arg=None):
+    arg = parse_arg(arg, categorical=False, bernoulli=False, nonlinear=False,
+                    binarized_mnist=False, estimator="", runlocal=False)
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    # Data: scikit-learn's 8x8 digits, binarized afresh every epoch (dynamic binarization,
+    # as the REBAR/DisARM MNIST experiments do); the test split is thresholded once.
+    c.dataset = ml_collections.ConfigDict(dict(
+        name="digits_binarized", data_dir=None, train_split="train", eval_split="test",
+        dynamic_binarization=True))
+    c.batch_size = 64  # 1,437 training digits: ~22 steps per epoch
+    c.eval_batch_size = 120  # 360 test digits = 3 batches; a multiple of 8 devices
+    c.num_train_steps = 2_000  # not tuned yet: the comparison's sweep sets the budget
+
+    # The papers' latent spaces with networks scaled to 64 pixels (their 512-256 / 200-200
+    # hidden layers were sized for MNIST's 784).
+    c.model = ml_collections.ConfigDict(dict(name="dvae", kwargs=dict(
+        image_shape=(8, 8, 1), latent="categorical", num_latents=20, num_classes=10,
+        hidden=(256, 128), activation="relu", likelihood="bernoulli")))
+    c.objective = ml_collections.ConfigDict(dict(name="discrete_elbo", kwargs=copy.deepcopy(
+        ESTIMATORS["gumbel_softmax"])))
+    c.optimizer = ml_collections.ConfigDict(dict(
+        name="adam", learning_rate=1e-3, schedule="warmup_cosine", warmup_steps=100,
+        end_lr_factor=0.1, grad_clip_norm=100.0))
+
+    # During training a cheap k=100 bound; at the end the standard k=5000 test NLL.
+    c.evals = ml_collections.ConfigDict(dict(
+        iwae=dict(every_steps=500, kwargs=dict(num_samples=100, chunk_size=100),
+                  final_kwargs=dict(num_samples=5000, chunk_size=500)),
+        images=dict(every_steps=1_000, kwargs=dict()),
+        pixel_baseline=dict(every_steps=0, kwargs=dict(num_levels=2)),
+    ))
+    c.log_every_steps = 50
+    c.checkpoint_every_steps = 500
+    c.keep_checkpoints = 2
+    c.num_devices = None  # all visible devices
+    c.progress_bar = True
+
+    if arg.bernoulli or arg.nonlinear:
+        c.model.kwargs.update(latent="bernoulli", num_latents=200, hidden=())
+    if arg.nonlinear:
+        c.model.kwargs.update(hidden=(200, 200), activation="tanh")
+    if arg.binarized_mnist:  # tfds: prepare it once with `tfds build binarized_mnist`
+        c.dataset.update(name="binarized_mnist", dynamic_binarization=False)
+        c.eval_batch_size = 200  # 10,000 test images
+        c.batch_size = 100
+        c.model.kwargs.image_shape = (28, 28, 1)
+        if c.model.kwargs.latent == "categorical":  # Jang et al. 2017: 512-256, ReLU
+            c.model.kwargs.hidden = (512, 256)
+        c.num_train_steps = 100_000
+        c.objective.kwargs.temperature_schedule = dict(start=1.0, end=0.5, anneal_steps=50_000)
+        c.evals.iwae.every_steps = 10_000
+        c.evals.images.every_steps = 10_000
+        c.checkpoint_every_steps = 5_000
+    if arg.estimator:
+        if arg.estimator not in ESTIMATORS:
+            raise ValueError(
+                f"config arg estimator={arg.estimator!r} is not one of {sorted(ESTIMATORS)}")
+        c.objective.kwargs = ml_collections.ConfigDict(copy.deepcopy(ESTIMATORS[arg.estimator]))
+        if arg.binarized_mnist and "temperature_schedule" in ESTIMATORS[arg.estimator]:
+            c.objective.kwargs.temperature_schedule.anneal_steps = 50_000
+    if arg.runlocal:  # seconds on a laptop: tiny latent (exact enumeration fits), few steps
+        c.batch_size = 32
+        c.num_train_steps = 20
+        if c.model.kwargs.latent == "categorical":
+            c.model.kwargs.update(num_latents=3, num_classes=4)  # 4^3 = 64 codes
+        else:
+            c.model.kwargs.num_latents = 6  # 2^6 = 64 codes
+        c.model.kwargs.hidden = (32,) if c.model.kwargs.hidden else ()
+        c.optimizer.warmup_steps = 5
+        if "temperature_schedule" in c.objective.kwargs:
+            c.objective.kwargs.temperature_schedule.anneal_steps = 10
+        c.evals.iwae.update(every_steps=10, kwargs=dict(num_samples=8, chunk_size=8),
+                            final_kwargs=dict(num_samples=16, chunk_size=8))
+        c.evals.images.every_steps = 20
+        c.log_every_steps = 5
+        c.checkpoint_every_steps = 10
+    return c
