@@ -9,6 +9,7 @@ the posterior mean, samples from N(0, I)) or `posterior_mode(x)` and `sample_pri
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -35,6 +36,21 @@ def save_png(array: np.ndarray, path: str) -> None:
     img.save(path)
 
 
+@functools.partial(jax.jit, static_argnames=("model",))
+def _recon_and_samples(params, x, key, *, model):
+    """Decoded posterior codes of x, and decoded prior samples: both (N, H, W, C) in [0, 1]."""
+    if hasattr(model, "posterior_mode"):  # a latent without a mean in its own space
+        code = model.apply(params, x, method=model.posterior_mode)
+    else:
+        code, _ = model.apply(params, x, method=model.encode)  # the posterior mean
+    if hasattr(model, "sample_prior"):
+        z = model.apply(params, key, x.shape[0], method=model.sample_prior)
+    else:
+        z = jax.random.normal(key, (x.shape[0], model.latent_size))
+    return (model.apply(params, code, method=model.decode_mean),
+            model.apply(params, z, method=model.decode_mean))
+
+
 def evaluate(params, ctx, *, num: int = 32, levels: int | None = None) -> dict[str, float]:
     """Writes a reconstruction grid (inputs above their reconstructions) and a sample grid.
 
@@ -44,18 +60,12 @@ def evaluate(params, ctx, *, num: int = 32, levels: int | None = None) -> dict[s
       levels: the data's grey levels, to scale inputs to [0, 1] (default: the model's).
     """
     model = ctx.model
-    batch = next(iter(ctx.eval_batches()))
-    x = np.asarray(jax.device_get(batch["image"]))[:num]
-    if hasattr(model, "posterior_mode"):  # a latent without a mean in its own space
-        code = model.apply(params, x, method=model.posterior_mode)
-    else:
-        code, _ = model.apply(params, x, method=model.encode)  # the posterior mean
-    recon = np.asarray(model.apply(params, code, method=model.decode_mean))
-    if hasattr(model, "sample_prior"):
-        z = model.apply(params, ctx.rng, num, method=model.sample_prior)
-    else:
-        z = jax.random.normal(ctx.rng, (num, model.latent_size))
-    samples = np.asarray(model.apply(params, z, method=model.decode_mean))
+    # The first `num` eval examples, read on every host from its own copy of the eval split
+    # (identical everywhere), so the jitted call below sees the same inputs on every process.
+    x = np.stack([ctx.eval_source[i]["image"] for i in range(min(num, len(ctx.eval_source)))])
+    recon, samples = _recon_and_samples(params, x, ctx.rng, model=model)
+    # The outputs are replicated: each host reads its local copy (multi-host safe).
+    recon, samples = (np.asarray(a.addressable_data(0)) for a in (recon, samples))
     if ctx.is_main:
         levels = levels or (model.num_levels if model.likelihood == "categorical" else 2)
         inputs = x.astype(np.float32) / (levels - 1)

@@ -41,13 +41,22 @@ def _first_line(e: BaseException) -> str:
 
 
 class _Preemption:
-    """Turns SIGTERM into a flag the loop polls (restoring the old handler on exit)."""
+    """Turns SIGTERM into a flag the loop polls (restoring the old handler on exit).
 
-    def __init__(self):
+    Single process only. With several processes a signal may reach one host alone, and a
+    checkpoint save that only one host joins would hang; there JAX's own preemption notifier
+    (installed by `jax.distributed.initialize`) catches SIGTERM and every host learns of it
+    at the same step through `reached_preemption`, so this handler stays out of its way.
+    """
+
+    def __init__(self, enabled: bool = True):
         self.requested = False
         self._old = None
+        self._enabled = enabled
 
     def __enter__(self):
+        if not self._enabled:
+            return self
         try:
             self._old = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread (e.g. inside a notebook worker)
@@ -221,7 +230,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     # Loop settings read once: ConfigDict lookups cost microseconds, and a step may cost ~1 ms.
     log_every, periods = config.log_every_steps, [p for p in _eval_periods(config) if p]
     try:
-        with _Preemption() as preempt:
+        with _Preemption(enabled=not multihost) as preempt:
             while step < total:
                 batch, data_state = next(batches)
                 state, m = train_step(state, batch, b["train_key"])

@@ -34,21 +34,6 @@ OVERRIDES = {
     "evals.iwae.final_kwargs.num_samples": 1,  # cheap final eval (k=1 = ELBO's program)
     "evals.iwae.final_kwargs.chunk_size": 1,
 }
-# experiments/vae.py without its `images` eval, which fails multi-host: evals/images.py calls
-# `jax.device_get` on a global eval batch spanning the other process's devices ("Fetching
-# value for `jax.Array` that spans non-addressable ... devices is not possible"). The IWAE
-# eval (masked sums of global arrays) runs and is compared below.
-_CONFIG_FILE = '''
-from experiments.vae import get_config as vae_config
-
-
-def get_config(arg=None):
-    c = vae_config(arg)
-    del c.evals["images"]
-    return c
-'''
-
-
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -58,7 +43,6 @@ def _free_port():
 def _config(data_dir):
     """In-process twin of the launched config (for its abstract state)."""
     c = load_config("experiments/vae.py", "digits,runlocal")
-    del c.evals["images"]
     c.dataset.data_dir = data_dir
     for key, value in OVERRIDES.items():
         *path, last = key.split(".")
@@ -110,8 +94,8 @@ def _restore(abstract_state, workdir):
 def test_two_processes_match_one_process_with_the_same_devices(data_dir, tmp_path):
     # Built first: prepares the dataset once, before three processes would race to.
     abstract_state = trainer.build(_config(data_dir), str(tmp_path / "build"))["abstract_state"]
-    config_file = tmp_path / "vae_no_images.py"
-    config_file.write_text(_CONFIG_FILE)
+    # The full runlocal config, image-grid eval included (it must work multi-host too).
+    config_file = os.path.join(ROOT, "experiments", "vae.py")
     multi, single = str(tmp_path / "multi"), str(tmp_path / "single")
     address = f"127.0.0.1:{_free_port()}"
     logs = {name: str(tmp_path / f"{name}.log") for name in ("worker0", "worker1", "single")}
@@ -136,6 +120,7 @@ def test_two_processes_match_one_process_with_the_same_devices(data_dir, tmp_pat
     # The two workers were one run: only process 0 reports, and writes metrics once.
     assert "metrics, checkpoints and plots are in" in out["worker0"]
     assert "metrics, checkpoints and plots are in" not in out["worker1"]
+    assert os.path.exists(os.path.join(multi, "plots", "samples_latest.png"))  # process 0 drew
     steps, losses = _train_losses(multi)
     steps_1, losses_1 = _train_losses(single)
     assert steps == steps_1 == list(range(LOG, STEPS + 1, LOG))
