@@ -16,7 +16,6 @@ os.environ.setdefault("TFDS_DISPLAY_PROGRESS_BAR", "0")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-
 # Tests are dominated by compilation of tiny programs: XLA's optimization passes cost more
 # than they save there (about 2x faster compiles measured on the train step). A test that
 # times or stresses the compiled code can turn them back on locally.
