@@ -22,7 +22,7 @@ The API, stated once::
   estimates on a leading axis: the raw material for variance, SNR, bias and cosine.
 
 Stateful estimators (optax's pattern). An estimator with `estimator.stateful` (its `init`
-is not None; today `score_function(baseline="moving_average")`) carries a NamedTuple state
+is not None: `score_function(baseline="moving_average")` and `relax()`) carries a NamedTuple state
 that the caller threads explicitly::
 
     estimator = est.score_function(baseline="moving_average", decay=0.9)
@@ -49,10 +49,12 @@ requires; invalid settings are one-line ValueErrors at construction or trace tim
 - `measure_valued()`: the coupled weak derivative of a `Normal` (Rayleigh for the mean,
   double-sided Maxwell for the scale), unbiased, f need not be differentiable; 4 E + 1 f
   evaluations per sample (E event coordinates), so for low-dimensional latents.
-- `score_function(baseline=None | "moving_average" | "loo" | "optimal", *, decay=None)`:
-  REINFORCE with a baseline, unbiased, any distribution; correct when f depends on
-  parameters (DiCE magic box), higher derivatives included. "loo"/"optimal" need K >= 2;
-  "moving_average" is stateful (`est.MovingAverageState`, above).
+- `score_function(baseline=None | "moving_average" | "loo" | "optimal" | "delta", *,
+  decay=None, order=None)`: REINFORCE with a baseline, unbiased, any distribution; correct
+  when f depends on parameters (DiCE magic box), higher derivatives included.
+  "loo"/"optimal" need K >= 2; "moving_average" is stateful (`est.MovingAverageState`,
+  above); "delta" is the Taylor control variate of a `Normal` (order 1 or 2; exact for
+  quadratic f at order 2).
 - `exact(max_configs=4096)`: sum_z p(z) f(z) by enumeration: the true value, gradient and
   higher derivatives for small `Bernoulli` / `Categorical` latents (the tests' ground truth).
 - `gumbel_softmax(temperature=1.0)`: the Concrete relaxation, f at softmax((logits + G)/tau);
@@ -67,6 +69,15 @@ requires; invalid settings are one-line ValueErrors at construction or trace tim
 - `arm()`, `disarm()`: antithetic, unbiased estimators for `Bernoulli` latents (Yin & Zhou
   2019; Dong et al. 2020); two f evaluations per sample (`num_samples` counts pairs);
   DisARM's variance <= ARM's.
+- `gumbel_rao(temperature=1.0, num_rao_samples=10)`: straight-through Gumbel with its noise
+  averaged given the sample (Paulus et al. 2021): ST-Gumbel's mean (biased), lower variance.
+- `gapped_straight_through(temperature=1.0, gap=1.0)`: straight-through with a deterministic
+  perturbation that makes the sample the argmax by a gap (Fan et al. 2022); biased.
+- `rebar(temperature=0.5, eta=1.0)`: score function with the control variate
+  eta f(Concrete(z~)) and its reparameterized correction (Tucker et al. 2017); unbiased.
+- `relax(temperature=0.5, hidden=16, learning_rate=1e-2)`: REBAR plus a learned network
+  r(z), trained online by Adam on the estimate's squared norm (its variance gradient;
+  Grathwohl et al. 2018); unbiased, stateful (`est.RelaxState`).
 - `SpanningTree(theta, mask=None)`: the Gibbs distribution over spanning trees; with
   `score_function`, `exact`, `gumbel_softmax` / `straight_through_gumbel` (the stochastic
   softmax trick, Paulus et al. 2020). See `ssl_gen.estimators.spanning_tree`.
@@ -102,7 +113,10 @@ from ssl_gen.estimators.exact import exact
 from ssl_gen.estimators.indecater import indecater
 from ssl_gen.estimators.measure_valued import measure_valued
 from ssl_gen.estimators.pathwise import pathwise
+from ssl_gen.estimators.rebar import RelaxParams, RelaxState, rebar, relax
 from ssl_gen.estimators.relaxed import (
+    gapped_straight_through,
+    gumbel_rao,
     gumbel_softmax,
     reinmax,
     straight_through,
@@ -122,13 +136,19 @@ __all__ = [
     "check_num_samples",
     "exact",
     "expectation",
+    "gapped_straight_through",
     "grad_samples",
+    "gumbel_rao",
     "gumbel_softmax",
     "indecater",
     "mean_over_samples",
     "measure_valued",
     "pathwise",
+    "rebar",
     "reinmax",
+    "relax",
+    "RelaxParams",
+    "RelaxState",
     "score_function",
     "SpanningTree",
     "standard_normal_like",

@@ -15,7 +15,9 @@ an estimator a distribution cannot support is a one-line error at trace time:
 - `is_discrete`: `support()` enumerates every joint value (exact), and the relaxation
   interface used by Gumbel-Softmax and straight-through: `perturb(key, shape)` (logits plus
   Gumbel or logistic noise), `hard(perturbed)` (the exact sample: Gumbel-Max), `soft(perturbed,
-  temperature)` (its Concrete relaxation) and `mean()` (E[z], the straight-through surrogate).
+  temperature)` (its Concrete relaxation), `mean()` (E[z], the straight-through surrogate) and
+  `conditional_perturb(key, hard)` (perturbed logits drawn given their hard sample,
+  differentiable in the logits: Gumbel-Rao, REBAR, RELAX).
 
 Every distribution has `broadcast()`: the same distribution with each field broadcast so
 that `batch_shape` is a prefix of its shape (estimators that work per coordinate use it).
@@ -92,6 +94,29 @@ def standard_normal_like(dist: Normal) -> Normal:
     return Normal(zeros, jnp.ones_like(zeros))
 
 
+def conditional_gumbel(logits: jax.Array, hard: jax.Array, key: jax.Array) -> jax.Array:
+    """logits + G with G ~ Gumbel(0, 1) conditioned on argmax(logits + G) = the one-hot `hard`.
+
+    The maximum of the perturbed logits is log Z + Gumbel (Z = sum_c exp(logits_c)), the
+    argmax is independent of it, and every other perturbed logit is a Gumbel at its logit
+    truncated below that maximum; by inverse CDFs with E_c ~ Exp(1) i.i.d. (b = the argmax):
+
+        top = log Z - log E_b,    other_c = -log(exp(-top) + E_c exp(-logits_c)).
+
+    Differentiable in `logits` with E fixed: a reparameterization of the conditional
+    (Maddison et al. 2014; Tucker et al. 2017, App. C; Paulus et al. 2021, Eq. 9).
+    `logits` broadcasts against `hard` (leading sample axes, class axis last).
+    """
+    dtype = jnp.result_type(logits, float)
+    logits = jnp.broadcast_to(logits, hard.shape)
+    exponentials = jax.random.exponential(key, hard.shape, dtype)
+    log_e = jnp.log(jnp.maximum(exponentials, jnp.finfo(dtype).tiny))  # E = 0 has prob ~1e-38
+    log_e_top = jnp.sum(hard * log_e, axis=-1, keepdims=True)
+    log_z = jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+    top = log_z - log_e_top
+    return jnp.where(hard > 0, top, -jnp.logaddexp(log_e - logits, -top))
+
+
 class Bernoulli(NamedTuple):
     """Independent Bernoulli variables with P(z = 1) = sigmoid(logits), elementwise.
 
@@ -127,6 +152,18 @@ class Bernoulli(NamedTuple):
     def soft(self, perturbed: jax.Array, temperature: float) -> jax.Array:
         """The binary Concrete relaxation sigmoid(perturbed / temperature)."""
         return jax.nn.sigmoid(perturbed / temperature)
+
+    def conditional_perturb(self, key: jax.Array, hard: jax.Array) -> jax.Array:
+        """logits + L conditioned on 1[logits + L > 0] = `hard` (0./1., any leading axes).
+
+        A Bernoulli is the two-class categorical with logits (0, logits): L = G_1 - G_0, so
+        this is `conditional_gumbel` on the pair. Differentiable in the logits (the
+        reparameterized conditional that REBAR/RELAX use; its noise alone, Gumbel-Rao).
+        """
+        logits = jnp.broadcast_to(self.logits, hard.shape)
+        pair_logits = jnp.stack([jnp.zeros_like(logits), logits], axis=-1)
+        pair = conditional_gumbel(pair_logits, jnp.stack([1.0 - hard, hard], axis=-1), key)
+        return pair[..., 1] - pair[..., 0]
 
     def sample(self, key: jax.Array, shape: tuple[int, ...] = ()) -> jax.Array:
         """0./1. samples of `shape + batch_shape`, with no gradient path to the logits."""
@@ -202,6 +239,14 @@ class Categorical(NamedTuple):
     def soft(self, perturbed: jax.Array, temperature: float) -> jax.Array:
         """The Concrete relaxation softmax(perturbed / temperature) over the class axis."""
         return jax.nn.softmax(perturbed / temperature, axis=-1)
+
+    def conditional_perturb(self, key: jax.Array, hard: jax.Array) -> jax.Array:
+        """logits + G conditioned on onehot(argmax(logits + G)) = `hard` (any leading axes).
+
+        `conditional_gumbel`: differentiable in the logits (the reparameterized conditional
+        that REBAR/RELAX use; its noise alone, Gumbel-Rao).
+        """
+        return conditional_gumbel(self.logits, hard, key)
 
     def sample(self, key: jax.Array, shape: tuple[int, ...] = ()) -> jax.Array:
         """One-hot samples of `shape + batch_shape + (C,)`, with no gradient to the logits."""

@@ -252,3 +252,13 @@ def gauss_measure_valued_var(num_samples: int) -> dict:
         "loc": 4 * m**2 * (4 - math.pi) / math.pi / num_samples,
         "scale": (4 * m**2 + 4 * s**2) / num_samples,
     }
+
+
+def gauss_delta1_var(num_samples: int) -> dict:
+    """Score function with the first-order Taylor control variate h(z) = mu^2 + 2 mu (z - mu)
+    on E[z^2]: f - h = sigma^2 eps^2, so per sample
+      g_mu = sigma eps^3 + 2 mu,          Var = sigma^2 E eps^6 = 15 sigma^2,
+      g_sigma = sigma eps^2 (eps^2 - 1),  Var = sigma^2 (E eps^8 - 2 E eps^6 + E eps^4 - 4)
+                                              = sigma^2 (105 - 30 + 3 - 4) = 74 sigma^2.
+    (Second order: h = f, zero variance.) K samples divide by K."""
+    return {"loc": 15 * SIGMA**2 / num_samples, "scale": 74 * SIGMA**2 / num_samples}

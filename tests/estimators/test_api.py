@@ -11,6 +11,7 @@ from tests.estimators import problems as P
 from tests.estimators.tolerance import assert_mean_close
 
 MA_STATE = est.MovingAverageState(jnp.array(0.05), jnp.array(1, jnp.int32))
+RELAX = est.relax(hidden=4)
 
 # name -> (estimator, state); every discrete estimator runs on the Bernoulli problem.
 DISCRETE = {
@@ -26,6 +27,10 @@ DISCRETE = {
     "arm": (est.arm(), None),
     "disarm": (est.disarm(), None),
     "indecater": (est.indecater(), None),
+    "gumbel_rao": (est.gumbel_rao(0.5, 4), None),
+    "gapped_straight_through": (est.gapped_straight_through(0.5), None),
+    "rebar": (est.rebar(), None),
+    "relax": (RELAX, RELAX.init()),
 }
 # Their gradient for f's own parameters is unbiased when f is evaluated at exact samples
 # (all but Gumbel-Softmax, whose f sees relaxed samples).
@@ -114,6 +119,7 @@ def test_gaussian_estimators_in_a_larger_loss():
         "pathwise": est.pathwise(),
         "measure_valued": est.measure_valued(),
         "score_function[loo]": est.score_function("loo"),
+        "score_function[delta]": est.score_function("delta"),
     }
 
     def run(p, key):

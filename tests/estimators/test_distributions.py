@@ -106,3 +106,23 @@ def test_pathwise_on_discrete_is_a_clear_error(dist):
     objective = est.expectation(jnp.sum, lambda p: p, est.pathwise())
     with pytest.raises(ValueError, match="pathwise needs a reparameterizable"):
         objective(dist, jax.random.key(0))
+
+
+def test_conditional_perturb_keeps_the_sample_and_its_gradient():
+    """Perturbed logits drawn given a hard sample have that sample as their hard value, and
+    a gradient in the logits (their distribution: Gumbel-Rao's test in test_relaxed)."""
+
+    def run(key):
+        out = []
+        for dist in (est.Bernoulli(BERN_LOGITS), est.Categorical(CAT_LOGITS)):
+            k1, k2 = jax.random.split(key)
+            hard = dist.sample(k1, (1000,))
+            cond = dist.conditional_perturb(k2, hard)
+            total = lambda d, k=k2, h=hard: jnp.sum(d.conditional_perturb(k, h))
+            grad = jax.grad(total)(dist)
+            out.append((hard, dist.hard(cond), grad.logits))
+        return out
+
+    for hard, again, grad in jax.jit(run)(P.key(3)):
+        np.testing.assert_array_equal(hard, again)
+        assert np.all(np.isfinite(grad)) and np.any(grad != 0)

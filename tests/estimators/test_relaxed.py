@@ -1,5 +1,6 @@
-"""Gumbel-Softmax, straight-through and ST-Gumbel: bias against the exact gradient, exact
-forward values, the linear case where straight-through is exact, and the errors."""
+"""Gumbel-Softmax, straight-through, ST-Gumbel, ReinMax, Gumbel-Rao and gapped ST: bias
+against the exact gradient, exact forward values, the linear case where straight-through is
+exact, Gumbel-Rao's Rao-Blackwellization of ST-Gumbel, and the errors."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +9,7 @@ import pytest
 
 from ssl_gen import estimators as est
 from tests.estimators import problems as P
-from tests.estimators.tolerance import N_SE, assert_mean_close, mean_and_se
+from tests.estimators.tolerance import N_SE, assert_mean_close, mean_and_se, variance_and_se
 
 TEMPERATURES = (1.0, 0.3, 0.1)
 PROBLEMS = {
@@ -84,16 +85,49 @@ def test_reinmax_unbiased_for_quadratic_f_and_straight_through_values_exact(prob
         assert_mean_close(values, value, what=f"{problem}/{name} value")
 
 
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_gumbel_rao_has_st_gumbel_mean_and_lower_variance(problem):
+    """E[Gumbel-Rao | D] = E[ST-Gumbel | D] (the tower property): the same mean, so the mean of
+    their paired difference is 0 (its se from the pairs themselves, whatever their
+    dependence); Rao-Blackwell: the variance is lower in every coordinate, beyond noise. The
+    gapped ST gradient is a function of the sample alone: at most |support| distinct values."""
+    f, dist_fn, params = PROBLEMS[problem]
+    specs = {
+        "st_gumbel": (est.straight_through_gumbel(0.5), 1, None),
+        "gumbel_rao": (est.gumbel_rao(0.5, 8), 1, None),
+        "gst": (est.gapped_straight_through(0.5), 1, None),
+    }
+    out = P.many_replicas(specs, f, dist_fn, params, 40_000, seed=18)
+    diff = out["gumbel_rao"] - out["st_gumbel"]
+    assert_mean_close(diff, np.zeros(diff.shape[1:]), what=f"{problem}: rao - st_gumbel")
+    (var_st, se_st), (var_rao, se_rao) = map(variance_and_se, (out["st_gumbel"], out["gumbel_rao"]))
+    assert np.all(var_st - var_rao > N_SE * (se_st + se_rao)), (var_st, var_rao)
+    flat = np.asarray(out["gst"]).reshape(len(out["gst"]), -1).round(5)
+    support = len(dist_fn(params).support())
+    assert len(np.unique(flat, axis=0)) <= support, "gst gradient is not a function of D"
+
+
 def test_reinmax_temperature_below_one_is_an_error():
     with pytest.raises(ValueError, match="temperature must be >= 1"):
         est.reinmax(0.5)
 
 
-@pytest.mark.parametrize("factory", [est.gumbel_softmax, est.straight_through_gumbel, est.reinmax])
+TEMPERED = [est.gumbel_softmax, est.straight_through_gumbel, est.reinmax, est.gumbel_rao,
+            est.gapped_straight_through, est.rebar, est.relax]
+
+
+@pytest.mark.parametrize("factory", TEMPERED, ids=lambda f: f.__name__)
 @pytest.mark.parametrize("temperature", [0.0, -0.5, float("nan"), float("inf"), "hot"])
 def test_bad_temperature_is_a_construction_error(factory, temperature):
     with pytest.raises(ValueError, match="temperature must be"):
         factory(temperature)
+
+
+def test_bad_settings_are_construction_errors():
+    with pytest.raises(ValueError, match="num_rao_samples must be an int >= 1"):
+        est.gumbel_rao(0.5, 0)
+    with pytest.raises(ValueError, match="gap must be >= 0"):
+        est.gapped_straight_through(gap=-1.0)
 
 
 @pytest.mark.parametrize(
@@ -103,6 +137,8 @@ def test_bad_temperature_is_a_construction_error(factory, temperature):
         est.straight_through(),
         est.straight_through_gumbel(0.5),
         est.reinmax(),
+        est.gumbel_rao(),
+        est.gapped_straight_through(),
     ],
     ids=lambda e: e.name,
 )
