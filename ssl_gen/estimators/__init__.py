@@ -19,7 +19,9 @@ The API, stated once::
   whose value is the MC estimate and whose `jax.grad` is the estimator's gradient, so it
   works under `jax.jit`, `jax.vmap` (over keys) and inside any larger loss.
 - `est.grad_samples(objective, params, key, num_replicas)` stacks independent gradient
-  estimates on a leading axis: the raw material for variance, SNR, bias and cosine.
+  estimates on a leading axis: the raw material for variance, SNR, bias and cosine;
+  `est.variance.compare({name: estimator}, f, dist_fn, params, key, truth="exact")` turns
+  them into one row per estimator (mean, bias, variance, SNR, cosine, evaluations, time).
 
 Stateful estimators (optax's pattern). An estimator with `estimator.stateful` (its `init`
 is not None: `score_function(baseline="moving_average")` and `relax()`) carries a NamedTuple state
@@ -95,6 +97,7 @@ package follows; each estimator's docstring gives its own paper.
 This package imports only jax/numpy (and `ssl_gen.structured`): never flax, never train.
 """
 
+from ssl_gen.estimators import variance  # a module: est.variance.compare(...)
 from ssl_gen.estimators.binary import arm, disarm
 from ssl_gen.estimators.core import (
     Estimator,
@@ -154,4 +157,5 @@ __all__ = [
     "standard_normal_like",
     "straight_through",
     "straight_through_gumbel",
+    "variance",
 ]

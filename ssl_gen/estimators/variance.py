@@ -1,0 +1,178 @@
+r"""Variance tooling: how noisy, how biased and how costly each estimator is on one problem.
+
+From R independent gradient estimates g_1..g_R (`grad_samples`, flattened to D coordinates)
+and, where known, the true gradient mu (a closed form, or `exact` enumeration):
+
+    mean        g_bar = (1/R) sum_r g_r
+    variance    V = sum_d s_d^2 (the trace of the covariance; `variance_per_coordinate`
+                holds each s_d^2 = (1/(R-1)) sum_r (g_rd - g_bar_d)^2)
+    bias        ||g_bar - mu||, next to `bias_floor` = sqrt(V / R), the size ||g_bar - E g||
+                has from sampling alone: a bias well above the floor is bias, not noise
+    snr         (1/|{d: s_d > 0}|) sum_{d: s_d > 0} |g_bar_d| / s_d, per coordinate and
+                averaged (Rainforth et al. 2018, "Tighter Variational Bounds are Not
+                Necessarily Better")
+    cosine      (1/R) sum_r <g_r, mu> / (||g_r|| ||mu||): how well one estimate points
+    evals       forward evaluations of f per estimate (those inside derivatives of f
+                included), counted by running the estimate once
+    time_s      the median wall time of one jitted gradient estimate, after compilation
+
+Everything is per estimate with that estimator's `num_samples`: compare estimators at equal
+`evals` for a fair comparison. Only jax and numpy: `ssl_gen.evals.estimator_report` renders
+the rows as tables and plots.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from ssl_gen.estimators.core import Estimator, expectation, grad_samples
+from ssl_gen.estimators.exact import exact
+
+
+class EstimatorStats(NamedTuple):
+    """One estimator's row (see the module docstring for the definitions)."""
+
+    name: str
+    num_samples: int
+    unbiased: bool  # what the estimator claims, not what was measured
+    mean: np.ndarray  # (D,)
+    bias: float  # nan without a truth
+    bias_floor: float
+    variance: float
+    variance_per_coordinate: np.ndarray  # (D,)
+    snr: float
+    cosine: float  # nan without a truth
+    evals: int
+    time_s: float
+
+
+def gradient_stats(samples: Any, truth: Any = None) -> dict[str, Any]:
+    """The statistics of R replicas (a pytree with a leading axis R >= 2) against `truth` (a
+    pytree like one replica, or None): mean, bias, bias_floor, variance,
+    variance_per_coordinate, snr, cosine (numpy, float64)."""
+    flat = np.asarray(jax.vmap(lambda s: ravel_pytree(s)[0])(samples), np.float64)  # (R, D)
+    num_replicas = flat.shape[0]
+    if num_replicas < 2:
+        raise ValueError(f"gradient_stats needs >= 2 replicas for a variance, got {num_replicas}")
+    mean = flat.mean(0)
+    per_coord = flat.var(0, ddof=1)
+    total = float(per_coord.sum())
+    sd = np.sqrt(per_coord)
+    noisy = sd > 0
+    snr = float(np.mean(np.abs(mean[noisy]) / sd[noisy])) if noisy.any() else math.inf
+    bias = cosine = math.nan
+    if truth is not None:
+        mu = np.asarray(ravel_pytree(truth)[0], np.float64)
+        if mu.shape != mean.shape:
+            raise ValueError(f"truth has {mu.size} coordinates, the estimates {mean.size}")
+        bias = float(np.linalg.norm(mean - mu))
+        norms = np.linalg.norm(flat, axis=1) * np.linalg.norm(mu)
+        cosine = float(np.mean(np.where(norms > 0, flat @ mu / np.where(norms > 0, norms, 1), 0)))
+    return dict(mean=mean, bias=bias, bias_floor=math.sqrt(total / num_replicas),
+                variance=total, variance_per_coordinate=per_coord, snr=snr, cosine=cosine)
+
+
+def _scalar_objective(objective: Callable, state: Any) -> Callable:
+    if state is None:
+        return lambda p, k: jnp.sum(objective(p, k))
+    return lambda p, k: jnp.sum(objective(p, k, state)[0])
+
+
+def count_evaluations(
+    f: Callable, dist_fn: Callable, estimator: Estimator, params: Any, num_samples: int,
+    state: Any = None,
+) -> int:
+    """Forward evaluations of f in one gradient estimate, counted by a host callback that
+    runs once per evaluated sample (vmap runs it per element), in one jitted call."""
+    count = [0]
+
+    def counted(z):
+        jax.debug.callback(lambda _: count.__setitem__(0, count[0] + 1), z)
+        return f(z)
+
+    objective = expectation(counted, dist_fn, estimator, num_samples)
+    grad = jax.jit(jax.grad(_scalar_objective(objective, state)))
+    jax.block_until_ready(grad(params, jax.random.key(0)))
+    jax.effects_barrier()
+    return count[0]
+
+
+def time_estimate(
+    objective: Callable, params: Any, key: jax.Array, state: Any = None, repeats: int = 20
+) -> float:
+    """Median seconds of one jitted gradient estimate (fresh key each call), after a first
+    call that compiles; each call is waited for, so dispatch is included (~10 us)."""
+    grad = jax.jit(jax.grad(_scalar_objective(objective, state)))
+    keys = jax.random.split(key, repeats + 1)
+    jax.block_until_ready(grad(params, keys[0]))
+    times = []
+    for k in keys[1:]:
+        start = time.perf_counter()
+        jax.block_until_ready(grad(params, k))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def exact_gradient(f: Callable, dist_fn: Callable, params: Any) -> Any:
+    """The true gradient by enumeration (`exact`), for small discrete latents."""
+    objective = expectation(f, dist_fn, exact())
+    return jax.jit(jax.grad(_scalar_objective(objective, None)))(params, jax.random.key(0))
+
+
+def compare(
+    estimators: Mapping[str, Estimator | tuple[Estimator, int]],
+    f: Callable,
+    dist_fn: Callable,
+    params: Any,
+    key: jax.Array,
+    *,
+    num_samples: int = 1,
+    num_replicas: int = 1000,
+    truth: Any = None,
+    states: Mapping[str, Any] | None = None,
+    time_repeats: int = 20,
+) -> list[EstimatorStats]:
+    """`EstimatorStats` of each estimator on the problem E_{dist_fn(params)}[f(z)].
+
+    Args:
+      estimators: name -> an `Estimator` (with `num_samples`) or `(estimator, num_samples)`.
+      f, dist_fn, params: the problem, as for `expectation`.
+      key: the seed of every estimator's replicas (common random numbers across them).
+      num_samples: K for estimators given without their own.
+      num_replicas: R independent estimates per estimator.
+      truth: the true gradient (a pytree like params), "exact" for enumeration, or None.
+      states: name -> state for stateful estimators (default: `estimator.init()`).
+      time_repeats: timed calls per estimator (0 skips timing: time_s is nan).
+
+    Returns:
+      One `EstimatorStats` per estimator, in the order given.
+    """
+    if isinstance(truth, str):
+        if truth != "exact":
+            raise ValueError(f"truth must be a pytree, 'exact' or None, got {truth!r}")
+        truth = exact_gradient(f, dist_fn, params)
+    rows = []
+    for name, spec in estimators.items():
+        estimator, k = (spec, num_samples) if isinstance(spec, Estimator) else spec
+        state = (states or {}).get(name)
+        if state is None and estimator.stateful:
+            state = estimator.init()
+        objective = expectation(f, dist_fn, estimator, k)
+        replicas = jax.jit(lambda p, kk, o=objective, s=state: grad_samples(
+            o, p, kk, num_replicas, state=s))(params, key)
+        stats = gradient_stats(replicas, truth)
+        seconds = time_estimate(objective, params, key, state, time_repeats) if time_repeats \
+            else math.nan
+        evals = count_evaluations(f, dist_fn, estimator, params, k, state)
+        rows.append(EstimatorStats(name=name, num_samples=k, unbiased=estimator.unbiased,
+                                   evals=evals, time_s=seconds, **stats))
+    return rows
