@@ -4,17 +4,12 @@ The REBAR-style tracker (Tucker et al. 2017, Fig. 2; Grathwohl et al. 2018; Dong
 2020): at the current parameters and on one fixed batch, each estimator draws R independent
 gradient estimates g_1..g_R of the ELBO with respect to the encoder's parameters
 (`est.grad_samples`), and they are compared with a reference gradient mu (exact enumeration
-when the latent is small enough, otherwise a high-sample unbiased estimate):
-
-    mean      g_bar = (1/R) sum_r g_r
-    variance  V = (1/D) sum_d s_d^2,   s_d^2 = (1/(R-1)) sum_r (g_rd - g_bar_d)^2
-              (the average per-coordinate variance; `log_variance` = log V, as REBAR plots)
-    bias      ||g_bar - mu||, next to its noise floor sqrt(sum_d s_d^2 / R): the size that
-              ||g_bar - E g|| has from sampling alone, so bias_norm well above the floor is
-              bias, not noise
-    SNR       (1/|{d: s_d > 0}|) sum_{d: s_d > 0} |g_bar_d| / s_d  (Rainforth et al. 2018,
-              "Tighter Variational Bounds are Not Necessarily Better", per coordinate)
-    cosine    (1/R) sum_r <g_r, mu> / (||g_r|| ||mu||): how well one estimate points
+when the latent is small enough, otherwise a high-sample unbiased estimate). The statistics
+are those of `est.variance.gradient_stats` (one definition in the codebase): bias ||g_bar -
+mu|| next to its noise floor sqrt(V / R), the variance V = sum_d s_d^2 (the covariance's
+trace), the per-coordinate SNR (Rainforth et al. 2018) and the mean cosine to mu; plus
+`log_variance` = log((1/D) sum_d s_d^2), the mean per-parameter variance REBAR plots
+(tensorflow/models research/rebar: `reduce_mean` of the per-parameter variances).
 
 `gradient_statistics` is a pure function of (params, batch, key): the caller (an eval, a
 notebook, the comparison sweep) chooses when to call it. Stateful estimators are measured
@@ -29,6 +24,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ssl_gen import estimators as est
 
@@ -72,24 +68,17 @@ def gradient_replicas(loss_fn: LossFn, params: Any, batch: Mapping[str, jax.Arra
     return jnp.concatenate([g.reshape(num_replicas, -1) for g in jax.tree.leaves(grads)], 1)
 
 
-def summarize(grads: jax.Array, truth: jax.Array) -> dict[str, jax.Array]:
-    """The statistics of the module docstring from replicas (R, D) and a reference (D,)."""
-    if grads.shape[0] < 2:
-        raise ValueError(f"gradient statistics need >= 2 replicas, got {grads.shape[0]}")
-    g_bar = jnp.mean(grads, axis=0)  # (D,)
-    var = jnp.var(grads, axis=0, ddof=1)  # (D,)
-    sd = jnp.sqrt(var)
-    noisy = sd > 0
-    snr = jnp.sum(jnp.where(noisy, jnp.abs(g_bar) / jnp.where(noisy, sd, 1.0), 0.0))
-    norms = jnp.linalg.norm(grads, axis=1) * jnp.linalg.norm(truth)  # (R,)
-    cosines = grads @ truth / jnp.where(norms > 0, norms, 1.0)  # (R,)
+def summarize(grads: Any, truth: Any) -> dict[str, float]:
+    """The tracker's statistics from replicas (R, D) and a reference (D,), as floats."""
+    stats = est.variance.gradient_stats(grads, truth)
+    mean_variance = float(np.mean(stats["variance_per_coordinate"]))
     return {
-        "variance": jnp.mean(var),
-        "log_variance": jnp.log(jnp.mean(var)),
-        "bias_norm": jnp.linalg.norm(g_bar - truth),
-        "noise_floor": jnp.sqrt(jnp.sum(var) / grads.shape[0]),
-        "snr": jnp.where(jnp.any(noisy), snr / jnp.maximum(jnp.sum(noisy), 1), jnp.inf),
-        "cosine": jnp.mean(cosines),
+        "log_variance": float(np.log(mean_variance)) if mean_variance > 0 else -np.inf,
+        "variance": stats["variance"],
+        "bias": stats["bias"],
+        "bias_floor": stats["bias_floor"],
+        "snr": stats["snr"],
+        "cosine": stats["cosine"],
     }
 
 
@@ -105,7 +94,7 @@ def gradient_statistics(
     path: tuple[str, ...] = ("params", "encoder"),
     states: Mapping[str, Any] | None = None,
     init_state: Callable[..., Any] | None = None,
-) -> dict[str, dict[str, jax.Array]]:
+) -> dict[str, dict[str, float]]:
     """Variance, bias, SNR and cosine of each estimator's gradient at `params` on `batch`.
 
     Args:
@@ -123,7 +112,7 @@ def gradient_statistics(
         `functools.partial(discrete_elbo.init_estimator_state, model=m)`) gives the others.
 
     Returns:
-      name -> {variance, log_variance, bias_norm, noise_floor, snr, cosine}.
+      name -> {log_variance, variance, bias, bias_floor, snr, cosine} (floats).
     """
     states = dict(states or {})
     # One compilation per estimator and call (the kwargs are static, closed over).
@@ -137,10 +126,10 @@ def gradient_statistics(
             state = init_state(**kwargs)
 
         @jax.jit
-        def measure(p, b, k, s, truth, kwargs=kwargs):
-            grads = gradient_replicas(loss_fn, p, b, k, num_replicas, path=path, state=s,
-                                      **kwargs)
-            return summarize(grads, truth)
+        def replicas(p, b, k, s, kwargs=kwargs):
+            return gradient_replicas(loss_fn, p, b, k, num_replicas, path=path, state=s,
+                                     **kwargs)
 
-        out[name] = measure(params, batch, jax.random.fold_in(key, i), state, truth)
+        grads = replicas(params, batch, jax.random.fold_in(key, i), state)
+        out[name] = summarize(np.asarray(grads), np.asarray(truth))
     return out
