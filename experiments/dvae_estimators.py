@@ -17,9 +17,9 @@ Variants:
 
 Equal budgets: every preset in ESTIMATORS evaluates the decoder twice per example per step
 (two samples, or one antithetic pair for ARM/DisARM), the fair comparison; the metric
-`fevals` reports it, so an override of `num_samples` shows up. The exceptions: `rebar` and
-`relax` (3 per sample), `indecater` (N C + 1 per sample) and `exact` (2^N or C^N, for tiny
-latents only: runlocal sizes).
+`fevals` reports it, so an override of `num_samples` shows up. The exceptions: `rebar` (4)
+and `relax` (7 per sample), `indecater` (N C + 1 per sample) and `exact` (2^N or C^N, for
+tiny latents only: runlocal sizes).
 
 Override anything: `--config.objective.kwargs.num_samples=4 --config.num_train_steps=500`.
 """
@@ -57,7 +57,7 @@ ESTIMATORS = {
     "gapped_straight_through": dict(estimator=dict(name="gapped_straight_through"),
                                     num_samples=2),
     # REBAR (Tucker et al. 2017) and RELAX (Grathwohl et al. 2018, stateful: a learned
-    # control variate in the train state): 3 evaluations per sample, so 3 per step here.
+    # control variate in the train state): 4 and 7 evaluations per sample as implemented.
     "rebar": dict(estimator=dict(name="rebar"), num_samples=1),
     "relax": dict(estimator=dict(name="relax"), num_samples=1),
     # IndeCateR (De Smet et al. 2023): K (N C + 1) evaluations, 201 per sample at 20 x 10.

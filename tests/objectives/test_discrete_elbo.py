@@ -146,6 +146,21 @@ def test_each_estimator_trains_a_few_steps(name, latent):
     assert max(jax.tree.leaves(moved)) > 0
 
 
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_function_evaluation_table_matches_counted_evaluations(name):
+    """discrete_elbo's table against est.variance.count_evaluations (a host callback per
+    evaluated sample), for one example's latent and K = 2 (1 for exact, which ignores K)."""
+    spec, _, latents = SPECS[name]
+    e = make_estimator(spec)
+    k = max(2, e.min_samples) if name != "exact" else 1
+    shape = MODELS[latents[0]].latent_shape
+    logits = jnp.linspace(-1.0, 1.0, int(np.prod(shape))).reshape(shape)
+    dist_fn = functools.partial(de.latent_distribution, latents[0])
+    counted = est.variance.count_evaluations(lambda z: jnp.sum(jnp.sin(z)), dist_fn, e,
+                                             logits, k, state=e.init() if e.stateful else None)
+    assert de.function_evaluations(e, shape, k) == counted
+
+
 def test_function_evaluation_counts_and_unknown_estimator():
     count = lambda spec, shape, k: de.function_evaluations(make_estimator(spec), shape, k)
     assert count({"name": "score_function", "baseline": "loo"}, (3,), 4) == 4
