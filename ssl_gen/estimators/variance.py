@@ -32,7 +32,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from ssl_gen.estimators.core import Estimator, expectation, grad_samples
 from ssl_gen.estimators.exact import exact
@@ -58,9 +57,10 @@ class EstimatorStats(NamedTuple):
 def gradient_stats(samples: Any, truth: Any = None) -> dict[str, Any]:
     """The statistics of R replicas (a pytree with a leading axis R >= 2) against `truth` (a
     pytree like one replica, or None): mean, bias, bias_floor, variance,
-    variance_per_coordinate, snr, cosine (numpy, float64)."""
-    flat = np.asarray(jax.vmap(lambda s: ravel_pytree(s)[0])(samples), np.float64)  # (R, D)
-    num_replicas = flat.shape[0]
+    variance_per_coordinate, snr, cosine (numpy, float64; coordinates in leaf order)."""
+    leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(samples)]
+    num_replicas = leaves[0].shape[0] if leaves else 0
+    flat = np.concatenate([x.reshape(num_replicas, -1) for x in leaves], axis=1)  # (R, D)
     if num_replicas < 2:
         raise ValueError(f"gradient_stats needs >= 2 replicas for a variance, got {num_replicas}")
     mean = flat.mean(0)
@@ -71,7 +71,7 @@ def gradient_stats(samples: Any, truth: Any = None) -> dict[str, Any]:
     snr = float(np.mean(np.abs(mean[noisy]) / sd[noisy])) if noisy.any() else math.inf
     bias = cosine = math.nan
     if truth is not None:
-        mu = np.asarray(ravel_pytree(truth)[0], np.float64)
+        mu = np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(truth)])
         if mu.shape != mean.shape:
             raise ValueError(f"truth has {mu.size} coordinates, the estimates {mean.size}")
         bias = float(np.linalg.norm(mean - mu))
@@ -110,7 +110,10 @@ def time_estimate(
     objective: Callable, params: Any, key: jax.Array, state: Any = None, repeats: int = 20
 ) -> float:
     """Median seconds of one jitted gradient estimate (fresh key each call), after a first
-    call that compiles; each call is waited for, so dispatch is included (~10 us)."""
+    call that compiles; each call is waited for, so dispatch is included (~10 us).
+    `repeats=0` compiles nothing and returns nan."""
+    if repeats < 1:
+        return math.nan
     grad = jax.jit(jax.grad(_scalar_objective(objective, state)))
     keys = jax.random.split(key, repeats + 1)
     jax.block_until_ready(grad(params, keys[0]))
@@ -170,8 +173,7 @@ def compare(
         replicas = jax.jit(lambda p, kk, o=objective, s=state: grad_samples(
             o, p, kk, num_replicas, state=s))(params, key)
         stats = gradient_stats(replicas, truth)
-        seconds = time_estimate(objective, params, key, state, time_repeats) if time_repeats \
-            else math.nan
+        seconds = time_estimate(objective, params, key, state, time_repeats)
         evals = count_evaluations(f, dist_fn, estimator, params, k, state)
         rows.append(EstimatorStats(name=name, num_samples=k, unbiased=estimator.unbiased,
                                    evals=evals, time_s=seconds, **stats))

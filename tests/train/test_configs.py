@@ -1,4 +1,7 @@
-"""Every experiment config loads and validates; the runlocal of each trains two steps."""
+"""Every experiment config loads and validates; the runlocal of each trains two steps.
+
+A config that sets `config.runner` is launched by that runner, not the trainer: it is only
+loaded here, and its runlocal runs in the runner's own test (`OTHER_RUNNERS`)."""
 
 import glob
 import os
@@ -9,6 +12,9 @@ import pytest
 
 from ssl_gen.train import config_check, trainer
 from tests.train.conftest import ROOT, load_config
+
+# config.runner -> the test that runs such configs' runlocal variants.
+OTHER_RUNNERS = {"estimator_toys": "tests/evals/test_estimator_toys.py"}
 
 EXPERIMENTS = sorted(
     os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "experiments", "*.py"))
@@ -28,12 +34,18 @@ def test_every_variant_loads_and_validates(path):
     assert "runlocal" in variants, f"{path} documents no runlocal variant"
     for arg in [None, *variants]:
         config = load_config(path, arg)
+        if "runner" in config:  # not a trainer config
+            assert config.runner in OTHER_RUNNERS, f"{path}: unknown runner {config.runner!r}"
+            continue
         config_check.validate(config)
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS)
 def test_runlocal_trains_two_steps(path, data_dir, tmp_path):
     config = load_config(path, "runlocal")
+    if "runner" in config:
+        pytest.skip(f"config.runner={config.runner!r}: runlocal runs in "
+                    f"{OTHER_RUNNERS[config.runner]}")
     config.dataset.data_dir = data_dir
     config.num_train_steps = 2
     config.progress_bar = False

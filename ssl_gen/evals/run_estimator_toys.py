@@ -1,0 +1,54 @@
+"""Run a gradient-estimator toy: tables and plots for experiments/estimator_toys.py.
+
+    python -m ssl_gen.evals.run_estimator_toys \
+        --config=experiments/estimator_toys.py:gaussian --workdir=runs/toys_gaussian
+
+Kept short like `ssl_gen.train.main`: `run(config, workdir)` is importable (a notebook, the
+tests). The workdir gets report.md (every table), rows.json and the PNG plots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+from absl import app, flags
+from ml_collections import config_flags
+
+from ssl_gen.evals import estimator_toys
+
+RUNNER = "estimator_toys"  # the `config.runner` this module runs
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiments/estimator_toys.py:<toy>")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where report.md, rows.json and plots go.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def run(config, workdir: str) -> estimator_toys.Report:
+    """Runs `config.toy`; writes report.md, rows.json and the plots into `workdir`."""
+    if config.get("runner") != RUNNER:
+        raise ValueError(f"config.runner is {config.get('runner')!r}, not {RUNNER!r}: "
+                         "launch trainer configs with ssl_gen.train.main")
+    if config.toy not in estimator_toys.TOYS:
+        raise ValueError(f"config.toy {config.toy!r} is not one of {sorted(estimator_toys.TOYS)}")
+    os.makedirs(workdir, exist_ok=True)
+    out = estimator_toys.TOYS[config.toy](config, workdir, jax.random.key(config.seed))
+    text = "\n\n".join(f"## {title}\n\n{table}" for title, table in out.tables.items())
+    with open(os.path.join(workdir, "report.md"), "w") as fh:
+        fh.write(f"# Estimator toy: {config.toy}\n\n{text}\n")
+    with open(os.path.join(workdir, "rows.json"), "w") as fh:
+        json.dump(estimator_toys.jsonable(out.rows), fh, indent=1)
+    return out
+
+
+def main(argv):
+    del argv
+    out = run(_CONFIG.value, _WORKDIR.value)
+    for title, table in out.tables.items():
+        print(f"\n## {title}\n\n{table}")
+    print(f"\nreport.md, rows.json and {len(out.plots)} plots are in {_WORKDIR.value}")
+
+
+if __name__ == "__main__":
+    app.run(main)
