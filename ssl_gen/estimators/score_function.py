@@ -207,7 +207,8 @@ def score_function(
           from the other K - 1 samples, so it stays unbiased. Needs num_samples >= 2. Cost:
           one extra per-sample gradient of log p (cheap: log p is elementwise).
         - "delta": the Taylor (delta-method) control variate of a `Normal` (Paisley, Blei &
-          Jordan 2012; Mohamed et al. 2020, Sec. 7.2-7.4): h(z) = f(mu^) + grad f(mu^).(z - mu^)
+          Jordan 2012; Mohamed et al. 2020, Sec. 7):
+          h(z) = f(mu^) + grad f(mu^).(z - mu^)
           [+ 1/2 (z - mu^)' H(mu^) (z - mu^) for order 2], the expansion point mu^ = mu held
           fixed, so E[h] is known: its gradient is grad f(mu^) in mu and H_ii(mu^) sigma_i in
           sigma_i. The estimate is mean_k (f(z_k) - h(z_k)) grad log p(z_k) + grad E[h]:

@@ -122,7 +122,7 @@ def plot_sweep(rows: Sequence[Any], x_field: str, path: str, title: str = "",
             xs = [float(r[x_field]) for r in mine]
             ys = [float(r[field]) for r in mine]
             ax.plot(xs, ys, "o-", label=name, markersize=3)
-        if field in ("variance", "bias", "time_s"):
+        if field.startswith(("var", "bias", "time")):  # positive, spanning decades
             ax.set_yscale("log")
         ax.set_xlabel(x_field)
         ax.set_title(field, fontsize=9)
