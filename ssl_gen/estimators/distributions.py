@@ -156,14 +156,23 @@ class Bernoulli(NamedTuple):
     def conditional_perturb(self, key: jax.Array, hard: jax.Array) -> jax.Array:
         """logits + L conditioned on 1[logits + L > 0] = `hard` (0./1., any leading axes).
 
-        A Bernoulli is the two-class categorical with logits (0, logits): L = G_1 - G_0, so
-        this is `conditional_gumbel` on the pair. Differentiable in the logits (the
-        reparameterized conditional that REBAR/RELAX use; its noise alone, Gumbel-Rao).
+        With L = logit(u), u ~ U(0, 1), the sample is 1 exactly when u > 1 - p, so given it
+        u = 1 - p w (hard = 1) or (1 - p) w (hard = 0), w ~ U(0, 1); in stable form, with
+        a = logits and softplus(a) = a - log p,
+
+            hard = 1:  softplus(a) - log w + log1p(-p w)        (> -log w > 0)
+            hard = 0:  -softplus(-a) + log w - log1p(-(1 - p) w)  (< log w < 0)
+
+        Differentiable in the logits: the reparameterized conditional of REBAR (Tucker et al.
+        2017, App. C) and RELAX; its noise alone, Gumbel-Rao. One uniform per unit.
         """
         logits = jnp.broadcast_to(self.logits, hard.shape)
-        pair_logits = jnp.stack([jnp.zeros_like(logits), logits], axis=-1)
-        pair = conditional_gumbel(pair_logits, jnp.stack([1.0 - hard, hard], axis=-1), key)
-        return pair[..., 1] - pair[..., 0]
+        dtype = jnp.result_type(logits, float)
+        w = jax.random.uniform(key, hard.shape, dtype, minval=jnp.finfo(dtype).tiny)
+        p, log_w = jax.nn.sigmoid(logits), jnp.log(w)
+        one = jax.nn.softplus(logits) - log_w + jnp.log1p(-p * w)
+        zero = -jax.nn.softplus(-logits) + log_w - jnp.log1p(-(1.0 - p) * w)
+        return jnp.where(hard > 0, one, zero)
 
     def sample(self, key: jax.Array, shape: tuple[int, ...] = ()) -> jax.Array:
         """0./1. samples of `shape + batch_shape`, with no gradient path to the logits."""

@@ -57,7 +57,8 @@ def test_relax_training_lowers_variance_on_the_toy():
         "trained": (relax, 1, trained),
     }
     out = P.many_replicas(specs, P.toy_f, P.toy_dist, theta, 20_000, seed=22)
-    np.testing.assert_allclose(out["initial"], out["rebar"], rtol=1e-6)
+    # Equal up to float32 rounding of the cancelling control-variate terms (~1e-8 absolute).
+    np.testing.assert_allclose(out["initial"], out["rebar"], rtol=1e-6, atol=1e-7)
     for name in ("initial", "trained"):
         assert_mean_close(out[name], P.toy_grad(), what=name)
     (var0, se0), (var1, se1) = variance_and_se(out["initial"]), variance_and_se(out["trained"])
