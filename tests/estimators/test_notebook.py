@@ -11,6 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 NOTEBOOK = os.path.join(ROOT, "colab", "estimators.ipynb")
 
 
+@pytest.mark.slow  # a kernel process and ~15 compiles: ~20 s
 def test_notebook_runs_headless(tmp_path, monkeypatch):
     monkeypatch.setenv("SSL_GEN_NOTEBOOK_SMALL", "1")
     monkeypatch.setenv("SSL_GEN_NOTEBOOK_OUT", str(tmp_path))
