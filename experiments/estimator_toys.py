@@ -23,8 +23,8 @@ from experiments.common import parse_arg
 
 
 def _estimators(**specs):
-    """name -> {"name": factory, "num_samples": K, **factory kwargs}."""
-    return ml_collections.ConfigDict({k: dict(v) for k, v in specs.items()})
+    """name -> {"name": factory, "num_samples": K, **factory kwargs}, in the order given."""
+    return ml_collections.ConfigDict({k: dict(v) for k, v in specs.items()}, sort_keys=False)
 
 
 def get_config(arg=None):
@@ -36,7 +36,7 @@ def get_config(arg=None):
     c.num_replicas = 2_000  # independent estimates per statistic (se of a variance ~3%)
     c.time_repeats = 20  # timed calls per estimator (the median is reported)
 
-    # Mohamed et al. (2020), Sec. 3 (Fig. 2-3): one-sample gradients of E_{N(mu, sigma^2)}[f]
+    # Mohamed et al. (2020), Sec. 3: one-sample gradients of E_{N(mu, sigma^2)}[f]
     # in mu and sigma, exact gradients from the closed-form expectations.
     c.gaussian = ml_collections.ConfigDict(dict(
         loc=1.0, scale=1.0, reference_k=1.0,  # the full table (time, evals) is at k = 1
@@ -51,7 +51,7 @@ def get_config(arg=None):
         score_loo=dict(name="score_function", baseline="loo", num_samples=2),
         measure_valued=dict(name="measure_valued", num_samples=1))
 
-    # Tucker et al. (2017) Fig. 1, Grathwohl et al. (2018) Fig. 1, Yin & Zhou (2019) Fig. 1:
+    # The toy of Tucker et al. (2017), Grathwohl et al. (2018) and Yin & Zhou (2019):
     # minimize E[(b - t)^2] over theta = logit P(b = 1) from theta = 0; t near 1/2 makes
     # the gradient tiny (p (1 - p) (1 - 2t)) and the noise decisive. Adam, as in RELAX.
     c.bernoulli = ml_collections.ConfigDict(dict(

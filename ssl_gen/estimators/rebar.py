@@ -182,7 +182,7 @@ def relax(
 
     unbiased for every phi (module docstring). Training phi: each call also takes one Adam
     step on phi along d/dphi sum_i g_i^2, an unbiased estimate of d Var(g) / d phi (E[g]
-    does not depend on phi), the variance objective of Grathwohl et al. (Sec. 3.3, Alg. 2)
+    does not depend on phi), the variance objective of Grathwohl et al. (Sec. 3, Alg. 2)
     and of REBAR's online tuning of (eta, lambda). g here is the gradient with respect to
     the distribution's parameters (its logits), summed over all coordinates: exactly the
     paper's objective when the logits are the trained parameters (the toy problems), a
