@@ -85,7 +85,8 @@ def _control_variate(params: RelaxParams, f, dist, z: jax.Array, out_ndim: int) 
 
 
 def _estimate(name, f, dist, key, num_samples, params):
-    """(value, gradient function of params, (*batch[, C]) gradient at `params`) of one call."""
+    """(surrogate value, params -> the (*batch[, C]) gradient estimate g) of one call; the
+    surrogate's gradient in the logits is g at `params`."""
     _check_dist(name, dist)
     fixed = jax.lax.stop_gradient(dist)
     key_z, key_tilde = jax.random.split(key)
