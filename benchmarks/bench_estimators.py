@@ -10,7 +10,8 @@ checked equal before anything is timed. Ours and hand-written run interleaved in
 one process, so machine noise hits both; the ratio (target <= 1.10) is what to read.
 
   python -m benchmarks.bench_estimators            # B=64, D=32, K=4
-  python -m benchmarks.bench_estimators --smoke    # the 4 paired estimators, tiny; CI
+  python -m benchmarks.bench_estimators --paired   # the 4 hand-written pairs only
+  python -m benchmarks.bench_estimators --smoke    # the 4 pairs, tiny sizes; CI
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def seconds_per_call(fn, params, keys) -> float:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, paired only, seconds")
+    parser.add_argument("--paired", action="store_true", help="only the hand-written pairs")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--dim", type=int, default=32)
     parser.add_argument("--num_samples", type=int, default=4)
@@ -117,7 +119,7 @@ def main(argv=None) -> None:
           f"median of {args.rounds} rounds x {args.calls} calls")
     print(f"{'estimator':32s} {'ours (us)':>10s} {'by hand (us)':>13s} {'ratio':>6s}")
     for estimator, continuous in estimators():
-        if args.smoke and estimator.name not in hand:
+        if (args.smoke or args.paired) and estimator.name not in hand:
             continue  # CI: the paired estimators only (each compile costs ~1 s on CPU)
         params = normal if continuous else logits
         fn = ours(f, estimator, continuous, k)
