@@ -51,7 +51,8 @@ def _unknown(keys, known, where: str) -> None:
             raise ConfigError(f"{where}: unknown key {k!r}{hint}")
 
 
-def _import(package: str, name: Any, attr: str, where: str):
+def import_symbol(package: str, name: Any, attr: str, where: str):
+    """`package.name.attr`, or a one-line ConfigError naming the config field `where`."""
     if not isinstance(name, str) or not name.isidentifier():
         raise ConfigError(f"{where}={name!r} must be a module name in {package}")
     try:
@@ -75,7 +76,7 @@ def _check_kwargs(fn, kwargs, where: str, skip=()) -> None:
 
 
 def model_class(config):
-    return _import("ssl_gen.models", config.model.get("name"), "Model", "config.model.name")
+    return import_symbol("ssl_gen.models", config.model.get("name"), "Model", "config.model.name")
 
 
 def validate(config) -> None:
@@ -97,7 +98,7 @@ def validate(config) -> None:
     _unknown(list(config.model.get("kwargs", {})), fields, "config.model.kwargs")
     _unknown(list(config.model), ["name", "kwargs"], "config.model")
 
-    loss = _import("ssl_gen.objectives", config.objective.get("name"), "loss_fn",
+    loss = import_symbol("ssl_gen.objectives", config.objective.get("name"), "loss_fn",
                    "config.objective.name")
     _unknown(list(config.objective), ["name", "kwargs"], "config.objective")
     _check_kwargs(loss, config.objective.get("kwargs", {}), "config.objective.kwargs",
@@ -105,7 +106,7 @@ def validate(config) -> None:
 
     for name, ev in (config.get("evals") or {}).items():
         _unknown(list(ev), sorted(EVAL_KEYS), f"config.evals.{name}")
-        fn = _import("ssl_gen.evals", ev.get("module", name), "evaluate",
+        fn = import_symbol("ssl_gen.evals", ev.get("module", name), "evaluate",
                      f"config.evals.{name}.module")
         for kw in ("kwargs", "final_kwargs"):
             _check_kwargs(fn, ev.get(kw) or {}, f"config.evals.{name}.{kw}",

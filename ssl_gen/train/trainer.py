@@ -95,7 +95,7 @@ def build(config, workdir: str) -> dict[str, Any]:
         dynamic_binarization=ds.get("dynamic_binarization", False))
 
     model = config_check.model_class(config)(**config.model.get("kwargs", {}))
-    objective = config_check._import("ssl_gen.objectives", config.objective.name, "loss_fn",
+    objective = config_check.import_symbol("ssl_gen.objectives", config.objective.name, "loss_fn",
                                      "config.objective.name")
     objective_kwargs = dict(config.objective.get("kwargs", {}))
     loss_fn = functools.partial(objective, model=model, **objective_kwargs)
@@ -162,7 +162,7 @@ def _evaluate(config, b, params, step: int, workdir: str, writer, final: bool) -
         every = ev.get("every_steps", 0)
         if not final and not (every and step % every == 0):
             continue
-        fn = config_check._import("ssl_gen.evals", ev.get("module", name), "evaluate", name)
+        fn = config_check.import_symbol("ssl_gen.evals", ev.get("module", name), "evaluate", name)
         kwargs = dict(ev.get("kwargs") or {})
         if final:
             kwargs.update(ev.get("final_kwargs") or {})
