@@ -11,15 +11,24 @@ trace), the per-coordinate SNR (Rainforth et al. 2018) and the mean cosine to mu
 `log_variance` = log((1/D) sum_d s_d^2), the mean per-parameter variance REBAR plots
 (tensorflow/models research/rebar: `reduce_mean` of the per-parameter variances).
 
-`gradient_statistics` is a pure function of (params, batch, key): the caller (an eval, a
-notebook, the comparison sweep) chooses when to call it. Stateful estimators are measured
+`gradient_statistics` is a pure function of (params, batch, key): the caller (a notebook,
+the comparison sweep) chooses when to call it. `evaluate` is the trainer's eval
+(`config.evals.gradient_variance`): every N steps, at the current parameters and on a fixed
+training batch (the first `batch_size` examples of the training split, fixed binarization),
+it measures the configured estimators and logs `gradvar/<estimator>/<statistic>`. The jitted
+replica function is cached per (objective, model, estimator kwargs, R, path), so a run
+compiles each estimator once, not once per evaluation. Stateful estimators are measured
 from the state given in `states` (their initial state otherwise: a moving average of 0 is
 plain REINFORCE, an untrained RELAX is REBAR).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import functools
+import importlib
+import inspect
+import math
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import jax
@@ -82,6 +91,70 @@ def summarize(grads: Any, truth: Any) -> dict[str, float]:
     }
 
 
+# Jitted replica functions, one per (objective, estimator kwargs, R, path); jax.jit adds
+# one compilation per input shape. `TRACES` counts Python traces (a test keeps it flat).
+_REPLICA_FNS: dict[Hashable, Callable] = {}
+TRACES = {"count": 0}
+
+
+def freeze(value: Any) -> Hashable:
+    """A hashable, order-independent form of nested dicts/ConfigDicts/lists (a cache key)."""
+    if hasattr(value, "to_dict"):  # ml_collections.ConfigDict
+        value = value.to_dict()
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """Plain dicts from ConfigDicts (nested), so objectives see ordinary kwargs."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    return value
+
+
+def _fn_key(loss_fn: Callable) -> Hashable:
+    """An identity for a loss function that survives re-binding the same partial."""
+    if isinstance(loss_fn, functools.partial):
+        return (loss_fn.func, freeze(loss_fn.args), freeze(loss_fn.keywords))
+    return loss_fn
+
+
+def _declares_step(loss_fn: Callable) -> bool:
+    try:
+        return "step" in inspect.signature(loss_fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def replica_fn(loss_fn: LossFn, kwargs: Mapping[str, Any], num_replicas: int,
+               path: tuple[str, ...] = ("params", "encoder")) -> Callable:
+    """`(params, batch, key, state, step) -> (R, D)` replicas, jitted once and cached.
+
+    `state` is a stateful estimator's state (or None); `step` (an int, traced: a new step
+    does not recompile) reaches objectives that declare it (a temperature schedule), and is
+    ignored otherwise.
+    """
+    key = (_fn_key(loss_fn), freeze(kwargs), num_replicas, tuple(path))
+    fn = _REPLICA_FNS.get(key)
+    if fn is None:
+        plain = thaw(kwargs)
+        with_step = _declares_step(loss_fn)
+
+        def replicas(params, batch, rng, state, step):
+            TRACES["count"] += 1  # at trace time only
+            extra = {"step": step} if with_step else {}
+            return gradient_replicas(loss_fn, params, batch, rng, num_replicas, path=path,
+                                     state=state, **plain, **extra)
+
+        fn = _REPLICA_FNS[key] = jax.jit(replicas)
+    return fn
+
+
 def gradient_statistics(
     loss_fn: LossFn,
     params: Any,
@@ -94,6 +167,7 @@ def gradient_statistics(
     path: tuple[str, ...] = ("params", "encoder"),
     states: Mapping[str, Any] | None = None,
     init_state: Callable[..., Any] | None = None,
+    step: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """Variance, bias, SNR and cosine of each estimator's gradient at `params` on `batch`.
 
@@ -110,26 +184,82 @@ def gradient_statistics(
       path: the parameter subtree whose gradient is measured (the encoder's).
       states: name -> state for stateful estimators; `init_state(**kwargs)` (e.g.
         `functools.partial(discrete_elbo.init_estimator_state, model=m)`) gives the others.
+      step: the training step, for objectives that take one (a temperature schedule is
+        measured at its current temperature); None: the schedule's start.
 
     Returns:
       name -> {log_variance, variance, bias, bias_floor, snr, cosine} (floats).
     """
     states = dict(states or {})
-    # One compilation per estimator and call (the kwargs are static, closed over).
-    truth = jax.jit(lambda p, b, k: gradient_replicas(loss_fn, p, b, k, 1, path=path,
-                                                      **reference)[0])(
-        params, batch, jax.random.fold_in(key, 0))
+    step = None if step is None else jnp.asarray(step, jnp.int32)
+    truth = replica_fn(loss_fn, reference, 1, path)(
+        params, batch, jax.random.fold_in(key, 0), None, step)[0]
+    truth = np.asarray(truth)
     out = {}
     for i, (name, kwargs) in enumerate(estimators.items(), start=1):
         state = states.get(name)
         if state is None and init_state is not None:
-            state = init_state(**kwargs)
-
-        @jax.jit
-        def replicas(p, b, k, s, kwargs=kwargs):
-            return gradient_replicas(loss_fn, p, b, k, num_replicas, path=path, state=s,
-                                     **kwargs)
-
-        grads = replicas(params, batch, jax.random.fold_in(key, i), state)
-        out[name] = summarize(np.asarray(grads), np.asarray(truth))
+            state = init_state(**thaw(kwargs))
+        grads = replica_fn(loss_fn, kwargs, num_replicas, path)(
+            params, batch, jax.random.fold_in(key, i), state, step)
+        out[name] = summarize(np.asarray(grads), truth)
     return out
+
+
+# Exact enumeration as the reference up to this many codes per example (C^N or 2^N).
+MAX_EXACT_CODES = 4096
+# Otherwise: RLOO with this many samples (unbiased; its own noise adds to the bias column).
+REFERENCE_SAMPLES = 1000
+
+
+def default_reference(model) -> dict[str, Any]:
+    """Exact enumeration when the latent space is small, else a high-sample RLOO."""
+    shape = tuple(model.latent_shape)
+    codes = (shape[1] if len(shape) == 2 else 2) ** shape[0]
+    if codes <= MAX_EXACT_CODES:
+        return {"estimator": "exact", "num_samples": 1}
+    return {"estimator": {"name": "score_function", "baseline": "loo"},
+            "num_samples": REFERENCE_SAMPLES}
+
+
+def fixed_batch(source: Any, batch_size: int, field: str = "image") -> dict[str, np.ndarray]:
+    """The first `batch_size` examples of a random-access source, `field` only: the batch
+    every evaluation of a run measures on (fixed binarization for digits_binarized)."""
+    n = min(batch_size, len(source))
+    return {field: np.stack([np.asarray(source[i][field]) for i in range(n)])}
+
+
+def evaluate(params, ctx, *, estimators: Mapping[str, Mapping[str, Any]],
+             objective: str = "discrete_elbo", objective_kwargs: Mapping[str, Any] | None = None,
+             reference: Mapping[str, Any] | None = None, num_replicas: int = 64,
+             batch_size: int = 64, prefix: str = "gradvar/") -> dict[str, float]:
+    """The tracker as a trainer eval: each estimator's gradient statistics at `params`.
+
+    Args:
+      params: the current model variables. ctx: the trainer's `EvalContext`.
+      estimators: name -> objective kwargs (estimator, num_samples, temperature_schedule),
+        e.g. presets of experiments/dvae_estimators.py. Stateful estimators are measured
+        from their initial state (the objective's `init_estimator_state`).
+      objective: the module of `ssl_gen.objectives` whose `loss_fn` is differentiated
+        (imported by name, as the trainer does, so evals do not depend on objectives).
+      objective_kwargs: kwargs shared by every estimator (e.g. `beta`).
+      reference: objective kwargs of the reference gradient; None: `default_reference`.
+      num_replicas: R independent estimates per estimator.
+      batch_size: size of the fixed training batch.
+      prefix: metric names are `<prefix><estimator>/<statistic>`.
+
+    Returns:
+      `<prefix><name>/{log_variance, variance, bias, bias_floor, snr, cosine}` per estimator.
+    """
+    module = importlib.import_module(f"ssl_gen.objectives.{objective}")
+    shared = thaw(objective_kwargs or {})
+    loss_fn = functools.partial(module.loss_fn, model=ctx.model, **shared)
+    init = getattr(module, "init_estimator_state", None)
+    init_state = (functools.partial(init, model=ctx.model, **shared) if init else None)
+    batch = fixed_batch(ctx.train_source, batch_size)
+    stats = gradient_statistics(
+        loss_fn, params, batch, ctx.rng, estimators=dict(estimators),
+        reference=reference if reference is not None else default_reference(ctx.model),
+        num_replicas=num_replicas, init_state=init_state, step=ctx.step)
+    return {f"{prefix}{name}/{k}": v for name, row in stats.items() for k, v in row.items()
+            if math.isfinite(v) or k == "snr"}

@@ -73,3 +73,54 @@ def test_stateful_estimator_is_measured_from_its_state_and_errors():
     assert np.isfinite(stats["ma"]["variance"])
     with pytest.raises(ValueError, match=">= 2 replicas"):
         gv.summarize(np.zeros((1, 3)), np.ones(3))
+
+
+class _Source:
+    """A random-access training source of the tiny batch (the trainer's `train_source`)."""
+
+    def __len__(self):
+        return len(X)
+
+    def __getitem__(self, i):
+        return {"image": X[i], "grey": X[i] * 16}
+
+
+def _ctx(step, key=3):
+    from ssl_gen.evals.context import EvalContext
+
+    return EvalContext(model=MODEL, rng=jax.random.key(key), step=step, workdir="",
+                       eval_batches=lambda: iter(()), train_source=_Source(), eval_source=None)
+
+
+def test_evaluate_logs_the_statistics_and_compiles_once():
+    """The trainer's eval: the same numbers as `gradient_statistics` on the fixed batch, as
+    `gradvar/<name>/<stat>` metrics, and a second call (another step) does not retrace."""
+    params = MODEL.init({"params": jax.random.key(0)}, X)
+    estimators = {k: ESTIMATORS[k] for k in ("disarm", "rloo")}
+    m = gv.evaluate(params, _ctx(5), estimators=estimators, num_replicas=R, batch_size=4)
+    direct = gv.gradient_statistics(LOSS, params, {"image": X}, jax.random.key(3),
+                                    estimators=estimators, reference=dict(estimator="exact"),
+                                    num_replicas=R, step=5)
+    assert gv.default_reference(MODEL)["estimator"] == "exact"  # 2^3 codes
+    for name, row in direct.items():
+        for stat in ("log_variance", "variance", "bias", "bias_floor", "snr", "cosine"):
+            np.testing.assert_allclose(m[f"gradvar/{name}/{stat}"], row[stat], rtol=1e-5)
+    traces = gv.TRACES["count"]
+    params2 = jax.tree.map(lambda p: p * 1.01, params)
+    m2 = gv.evaluate(params2, _ctx(10, key=4), estimators=estimators, num_replicas=R,
+                     batch_size=4)
+    assert gv.TRACES["count"] == traces, "a later evaluation recompiled"
+    assert m2["gradvar/rloo/variance"] != m["gradvar/rloo/variance"]
+
+
+def test_evaluate_follows_a_temperature_schedule():
+    """A scheduled estimator is measured at the step's temperature, without a retrace."""
+    params = MODEL.init({"params": jax.random.key(0)}, X)
+    gs = {"gs": dict(estimator={"name": "gumbel_softmax"}, num_samples=2,
+                     temperature_schedule=dict(start=1.0, end=0.1, anneal_steps=10))}
+    early = gv.evaluate(params, _ctx(0), estimators=gs, num_replicas=R, batch_size=4)
+    traces = gv.TRACES["count"]
+    late = gv.evaluate(params, _ctx(10), estimators=gs, num_replicas=R, batch_size=4)
+    assert gv.TRACES["count"] == traces
+    # Same key, same parameters: only the temperature differs, so the gradients do.
+    assert early["gradvar/gs/variance"] != late["gradvar/gs/variance"]
