@@ -30,6 +30,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ssl_gen.models import pixels
+
 # Named variants: the latent space and the networks of the papers' discrete-VAE benchmarks
 # (their data is 28x28 MNIST; here image_shape stays a separate field).
 VARIANTS = {
@@ -57,7 +59,7 @@ VARIANTS = {
 }
 
 LATENTS = ("categorical", "bernoulli")
-LIKELIHOODS = ("bernoulli", "categorical")
+LIKELIHOODS = pixels.LIKELIHOODS
 ACTIVATIONS = {
     "relu": nn.relu,
     "tanh": jnp.tanh,
@@ -165,30 +167,16 @@ class Model(nn.Module):
     def decode(self, z):
         """Pixel logits from codes z of shape (B, *latent_shape) (one-hot, bits or relaxed):
         (B, H, W, C) for Bernoulli pixels, (B, H, W, C, L) for categorical ones."""
-        h, w, c = self.image_shape
         out = self.decoder(z.reshape(z.shape[0], -1))  # (B, N*C or N) -> (B, H*W*C*L)
-        if self.likelihood == "categorical":
-            return out.reshape(z.shape[0], h, w, c, self.num_levels)
-        return out.reshape(z.shape[0], h, w, c)
+        return pixels.pixel_logits(out, self.image_shape, self.likelihood, self.num_levels)
 
     def log_likelihood(self, z, x):
         """log p(x|z) summed over pixels: (B,)."""
-        logits = self.decode(z)
-        if self.likelihood == "categorical":
-            logp = jax.nn.log_softmax(logits, axis=-1)
-            ll = jnp.take_along_axis(logp, x.astype(jnp.int32)[..., None], axis=-1)[..., 0]
-        else:
-            xf = x.astype(logits.dtype)
-            ll = xf * logits - jax.nn.softplus(logits)  # log Bernoulli(x; sigmoid(logits))
-        return ll.reshape(ll.shape[0], -1).sum(-1)
+        return pixels.log_likelihood(self.decode(z), x, self.likelihood)
 
     def decode_mean(self, z):
         """The expected pixel value under p(x|z), scaled to [0, 1]: (B, H, W, C)."""
-        logits = self.decode(z)
-        if self.likelihood == "categorical":
-            levels = jnp.arange(self.num_levels, dtype=logits.dtype) / (self.num_levels - 1)
-            return jnp.sum(jax.nn.softmax(logits, axis=-1) * levels, axis=-1)
-        return jax.nn.sigmoid(logits)
+        return pixels.mean(self.decode(z), self.likelihood, self.num_levels)
 
     def _hard(self, logits):
         """The code at the argmax of logits (+ noise): one-hot over classes, or 1[logit > 0]."""
