@@ -16,6 +16,20 @@ def load_config(path: str, arg: str | None = None):
     return mod.get_config(arg)
 
 
+def runlocal_config(data_dir: str, overrides: dict):
+    """experiments/vae.py:digits,runlocal with dotted `--config.x.y=v`-style overrides: the
+    in-process twin of a launched subprocess's config (for its abstract state)."""
+    c = load_config("experiments/vae.py", "digits,runlocal")
+    c.dataset.data_dir = data_dir
+    for key, value in overrides.items():
+        *path, last = key.split(".")
+        node = c
+        for p in path:
+            node = node[p]
+        node[last] = value
+    return c
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
     """One tfds data dir for the session: the embedded datasets are built into it once."""

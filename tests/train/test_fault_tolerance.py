@@ -28,7 +28,7 @@ import pytest
 
 from ssl_gen.train import trainer
 from ssl_gen.train.checkpoint import Checkpointer
-from tests.train.conftest import ROOT, load_config
+from tests.train.conftest import ROOT, runlocal_config
 
 # Long enough that a kill right after the first checkpoint lands mid-training: the process
 # still has STEPS - EVERY steps (seconds, even on a loaded machine) to go; short enough to
@@ -53,15 +53,7 @@ OVERRIDES = {
 
 
 def _config(data_dir):
-    c = load_config("experiments/vae.py", "digits,runlocal")
-    c.dataset.data_dir = data_dir
-    for key, value in OVERRIDES.items():
-        *path, last = key.split(".")
-        node = c
-        for p in path:
-            node = node[p]
-        node[last] = value
-    return c
+    return runlocal_config(data_dir, OVERRIDES)
 
 
 def _launch(workdir, env, log_name):

@@ -19,7 +19,7 @@ import pytest
 
 from ssl_gen.train import trainer
 from ssl_gen.train.checkpoint import Checkpointer
-from tests.train.conftest import ROOT, load_config
+from tests.train.conftest import ROOT, runlocal_config
 
 STEPS = 100
 EVERY = 50
@@ -41,16 +41,7 @@ def _free_port():
 
 
 def _config(data_dir):
-    """In-process twin of the launched config (for its abstract state)."""
-    c = load_config("experiments/vae.py", "digits,runlocal")
-    c.dataset.data_dir = data_dir
-    for key, value in OVERRIDES.items():
-        *path, last = key.split(".")
-        node = c
-        for p in path:
-            node = node[p]
-        node[last] = value
-    return c
+    return runlocal_config(data_dir, OVERRIDES)
 
 
 def _launch(config_file, workdir, data_dir, devices, log_path, *extra):
