@@ -7,12 +7,23 @@ Launch one estimator (the `:arg` picks a variant; add `,runlocal` for a seconds-
   python -m ssl_gen.train.main \
       --config=experiments/dvae_estimators.py:bernoulli,estimator=disarm --workdir=runs/dvae_disarm
 
+The comparison sweep (`sweep`: one training run per estimator and seed, then a report):
+
+  python -m ssl_gen.train.compare --config=experiments/dvae_estimators.py:categorical,sweep \
+      --workdir=runs/dvae_compare --config.estimators=rloo,gumbel_softmax,straight_through
+
+writes DIR/<estimator>_s<seed>/ (each a trainer run) and DIR/report.md (a table per
+estimator: final test ELBO and NLL, mean gradient log-variance, time and function
+evaluations per step; plots of ELBO and log-variance against step). `--config.seeds=0,1,2`
+repeats each estimator; `--config.num_train_steps=...` sets the budget.
+
 Variants:
   categorical       20 latents x 10 classes (Jang et al. 2017's latent space), the default
   bernoulli         200 Bernoulli units, linear encoder/decoder (REBAR/RELAX/DisARM "linear")
   nonlinear         200 Bernoulli units, two 200-unit tanh layers each side (REBAR "nonlinear")
   binarized_mnist   tfds `binarized_mnist` (28x28) at the papers' sizes, for users who have it
   estimator=rloo    any key of ESTIMATORS below (e.g. estimator=disarm, estimator=reinmax)
+  sweep             the comparison (config.runner: run by ssl_gen.train.compare, not main)
   runlocal          tiny model and few steps (combine: `bernoulli,estimator=arm,runlocal`)
 
 Equal budgets: every preset in ESTIMATORS evaluates the decoder twice per example per step
@@ -68,7 +79,7 @@ ESTIMATORS = {
 
 def get_config(arg=None):
     arg = parse_arg(arg, categorical=False, bernoulli=False, nonlinear=False,
-                    binarized_mnist=False, estimator="", runlocal=False)
+                    binarized_mnist=False, estimator="", sweep=False, runlocal=False)
     c = ml_collections.ConfigDict()
     c.seed = 0
 
@@ -144,4 +155,51 @@ def get_config(arg=None):
         c.evals.images.every_steps = 20
         c.log_every_steps = 5
         c.checkpoint_every_steps = 10
+    if arg.sweep:
+        _sweep(c, arg)
     return c
+
+
+# The sweep's default subsets: the papers' headline comparisons, 2 f evals per step each.
+SWEEP_DEFAULT = {"categorical": "rloo,gumbel_softmax,straight_through",
+                 "bernoulli": "rloo,arm,disarm"}
+
+
+def _sweep(c, arg):
+    """The comparison: keys the runner (ssl_gen.train.compare) reads, and which it removes
+    before each training run; the rest is the trainer config of every run."""
+    latent = c.model.kwargs.latent
+    c.runner = "dvae_comparison"
+    c.estimators = SWEEP_DEFAULT[latent]  # comma-separated keys of `presets`
+    c.seeds = "0"  # comma-separated
+    # Every preset this latent space can run, with the variant's schedule lengths.
+    anneal = c.objective.kwargs.get("temperature_schedule", {}).get("anneal_steps")
+    presets = {}
+    for name, kwargs in ESTIMATORS.items():
+        if (name in ("arm", "disarm") and latent != "bernoulli") or (
+                name == "exact" and not arg.runlocal):
+            continue
+        kwargs = copy.deepcopy(kwargs)
+        if "temperature_schedule" in kwargs:
+            kwargs["temperature_schedule"]["anneal_steps"] = anneal or 1_000
+        presets[name] = kwargs
+    c.presets = ml_collections.ConfigDict(presets, sort_keys=False)
+    # The tracker (ssl_gen.evals.gradient_variance) on each run's own estimator; the runner
+    # fills `estimators`. It runs between steps, so it does not count in time per step.
+    c.evals.gradient_variance = dict(every_steps=50, kwargs=dict(num_replicas=64,
+                                                                 batch_size=64))
+    c.evals.images.every_steps = 0  # final grids only
+    if not (arg.runlocal or arg.binarized_mnist):  # ~5 minutes on a 2-core CPU
+        c.num_train_steps = 400
+        c.evals.iwae.every_steps = 100
+        c.log_every_steps = 10
+        c.checkpoint_every_steps = 400
+        c.progress_bar = False
+        for kwargs in c.presets.values():
+            if "temperature_schedule" in kwargs:
+                kwargs.temperature_schedule.anneal_steps = 200
+    if arg.runlocal:  # ~20 s per estimator on 2 CPU cores, most of it compilation
+        c.evals.gradient_variance.update(every_steps=10, kwargs=dict(num_replicas=8,
+                                                                     batch_size=16))
+        c.evals.iwae.every_steps = 0  # final only: one compilation less per run
+        c.progress_bar = False

@@ -14,7 +14,8 @@ from ssl_gen.train import config_check, trainer
 from tests.train.conftest import ROOT, load_config
 
 # config.runner -> the test that runs such configs' runlocal variants.
-OTHER_RUNNERS = {"estimator_toys": "tests/evals/test_estimator_toys.py"}
+OTHER_RUNNERS = {"estimator_toys": "tests/evals/test_estimator_toys.py",
+                 "dvae_comparison": "tests/evals/test_dvae_comparison.py"}
 
 EXPERIMENTS = sorted(
     os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "experiments", "*.py"))

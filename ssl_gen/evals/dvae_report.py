@@ -1,0 +1,232 @@
+r"""The discrete-VAE estimator comparison's report: a table per estimator and curves.
+
+Reads what the trainer wrote into each run directory of a sweep (`final_metrics.json`,
+`metrics.jsonl`; see `ssl_gen.train.compare`, which runs the sweep) and writes
+`report.md` and two plots into the sweep's directory. Nothing here trains or computes a
+gradient: it only summarizes logged metrics, so it can be re-run on finished sweeps.
+
+Columns, per estimator (mean over seeds, with the spread "± sd" when there are several):
+  f evals / step   decoder evaluations per example per step (the objective's `fevals`):
+                   equal budgets of function evaluations are the fair comparison
+  test ELBO        the 1-sample ELBO on the test split at exact codes (the `iwae` eval)
+  test NLL         -L_k, the importance-sampled bound with the final eval's k
+  mean log-var     the mean over the run's evaluations of the tracker's `log_variance`
+                   (log of the mean per-parameter variance of the encoder gradient,
+                   `ssl_gen.evals.gradient_variance`), at the run's own parameters
+  time / step      the median over logging intervals (the first, which compiles, left
+                   out) of 1 / steps_per_sec, in milliseconds
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+PREFIX = "gradvar/"  # the tracker's metric prefix (gradient_variance.evaluate)
+FAIRNESS = ("Equal budgets of function evaluations are the fair comparison: compare "
+            "estimators at the same `f evals / step` (decoder evaluations per example per "
+            "step); a row with more evaluations buys its lower variance with compute.")
+# (field, header) of the main table, in order.
+COLUMNS = (
+    ("estimator", "estimator"),
+    ("seeds", "seeds"),
+    ("fevals", "f evals / step"),
+    ("test_elbo", "test ELBO"),
+    ("test_nll", "test NLL"),
+    ("mean_log_variance", "mean log-var"),
+    ("time_ms", "time / step (ms)"),
+    ("steps", "steps"),
+)
+# The tracker's statistics, averaged over each run's evaluations (a second table).
+GRAD_STATS = ("log_variance", "bias", "bias_floor", "snr", "cosine")
+
+
+class Run(NamedTuple):
+    """One training run of a sweep: which estimator and seed, and where it wrote."""
+
+    estimator: str
+    seed: int
+    workdir: str
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _series(rows: list[dict], split: str, key: str) -> dict[int, float]:
+    """step -> value of `key` in rows of `split` (a resumed run's later write wins)."""
+    out = {}
+    for r in rows:
+        if r.get("split") == split and key in r and r[key] is not None:
+            out[int(r["step"])] = float(r[key])
+    return out
+
+
+def summarize_run(run: Run) -> dict[str, Any]:
+    """One run's row and curves from its workdir."""
+    with open(os.path.join(run.workdir, "final_metrics.json")) as f:
+        final = json.load(f)
+    rows = _read_jsonl(os.path.join(run.workdir, "metrics.jsonl"))
+    nll_keys = sorted((k for k in final if k.startswith("nll_iwae")),
+                      key=lambda k: int(k[len("nll_iwae"):]))
+    speed = _series(rows, "train", "steps_per_sec")
+    rates = [v for _, v in sorted(speed.items())][1:] or list(speed.values())
+    fevals = _series(rows, "train", "fevals")
+    gv = {s: _series(rows, "eval", f"{PREFIX}{run.estimator}/{s}") for s in GRAD_STATS}
+    finite = lambda d: [v for v in d.values() if math.isfinite(v)]
+    mean = lambda vs: float(np.mean(vs)) if vs else math.nan
+    test_elbo = _series(rows, "eval", "elbo")
+    if "elbo" in final and "step" in final:  # the final evaluation ends the test curve
+        test_elbo[int(final["step"])] = float(final["elbo"])
+    return {
+        "estimator": run.estimator,
+        "seed": run.seed,
+        "fevals": mean(list(fevals.values())),
+        "test_elbo": float(final.get("elbo", math.nan)),
+        "test_nll": float(final[nll_keys[-1]]) if nll_keys else math.nan,
+        "nll_k": int(nll_keys[-1][len("nll_iwae"):]) if nll_keys else None,
+        "mean_log_variance": mean(finite(gv["log_variance"])),
+        "time_ms": 1e3 / float(np.median(rates)) if rates else math.nan,
+        "steps": int(final.get("step", 0)),
+        "grad": {s: mean(finite(v)) for s, v in gv.items()},
+        "curves": {"train ELBO (the trained objective)": _series(rows, "train", "elbo"),
+                   "test ELBO (exact codes)": test_elbo,
+                   "log-variance of the encoder gradient": gv["log_variance"]},
+    }
+
+
+def _cell(values: Sequence[float], fmt: str) -> str:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return "-"
+    text = format(float(np.mean(vals)), fmt)
+    if len(vals) > 1:
+        text += " ± " + format(float(np.std(vals, ddof=1)), fmt)
+    return text
+
+
+FORMATS = {"fevals": ".0f", "test_elbo": ".2f", "test_nll": ".2f",
+           "mean_log_variance": ".2f", "time_ms": ".2f"}
+
+
+def aggregate(summaries: Sequence[dict]) -> dict[str, list[dict]]:
+    """Run summaries grouped by estimator, in sweep order."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for s in summaries:
+        groups[s["estimator"]].append(s)
+    return dict(groups)
+
+
+def markdown_table(summaries: Sequence[dict]) -> str:
+    """The main table: one line per estimator (means over seeds)."""
+    groups = aggregate(summaries)
+    ks = {s["nll_k"] for s in summaries if s["nll_k"]}
+    headers = [h if f != "test_nll" or len(ks) != 1 else f"test NLL (k={ks.pop()})"
+               for f, h in COLUMNS]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    for name, runs in groups.items():
+        cells = []
+        for field, _ in COLUMNS:
+            if field == "estimator":
+                cells.append(name)
+            elif field == "seeds":
+                cells.append(str(len(runs)))
+            elif field == "steps":
+                cells.append(str(max(r["steps"] for r in runs)))
+            else:
+                cells.append(_cell([r[field] for r in runs], FORMATS[field]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def gradient_table(summaries: Sequence[dict]) -> str:
+    """The tracker's statistics per estimator, averaged over the trajectory's evaluations."""
+    groups = aggregate(summaries)
+    lines = ["| estimator | " + " | ".join(GRAD_STATS) + " |",
+             "|---|" + "|".join("---" for _ in GRAD_STATS) + "|"]
+    for name, runs in groups.items():
+        cells = [_cell([r["grad"][s] for r in runs], ".3g") for s in GRAD_STATS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _mean_curve(curves: Sequence[dict[int, float]]) -> tuple[list[int], list[float]]:
+    steps = sorted(set().union(*curves)) if curves else []
+    ys = [float(np.mean([c[s] for c in curves if s in c and math.isfinite(c[s])] or [np.nan]))
+          for s in steps]
+    return steps, ys
+
+
+def plot_curves(summaries: Sequence[dict], path: str, titles: Sequence[str]) -> str:
+    """One panel per curve title, one line per estimator (mean over seeds) against step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = aggregate(summaries)
+    fig, axes = plt.subplots(1, len(titles), figsize=(5 * len(titles), 3.6), squeeze=False)
+    for ax, title in zip(axes[0], titles, strict=True):
+        for name, runs in groups.items():
+            steps, ys = _mean_curve([r["curves"][title] for r in runs])
+            ax.plot(steps, ys, label=name, linewidth=1.2, marker="." if len(steps) < 30 else None)
+        ax.set_xlabel("step")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+class Report(NamedTuple):
+    """What `write_report` produced."""
+
+    text: str  # report.md's contents
+    table: str  # the main table (printed by the runner)
+    summaries: list[dict]  # one per run
+    plots: list[str]
+
+
+def write_report(workdir: str, runs: Sequence[Run], *, title: str = "",
+                 notes: Sequence[str] = ()) -> Report:
+    """Summarizes `runs` into `workdir/report.md`, `summary.json` and `workdir/plots/`."""
+    summaries = [summarize_run(r) for r in runs]
+    table, grads = markdown_table(summaries), gradient_table(summaries)
+    titles = list(summaries[0]["curves"]) if summaries else []
+    plots = [
+        plot_curves(summaries, os.path.join(workdir, "plots", "elbo_vs_step.png"), titles[:2]),
+        plot_curves(summaries, os.path.join(workdir, "plots", "log_variance_vs_step.png"),
+                    titles[2:]),
+    ]
+    parts = [f"# {title or 'Discrete VAE: estimator comparison'}", FAIRNESS, table,
+             "The train ELBO of a relaxed estimator (Gumbel-Softmax) is its relaxed objective; "
+             "the test ELBO and NLL always score exact codes. Time per step excludes the "
+             "evaluations (the median logging interval).",
+             "## Encoder-gradient statistics (mean over each run's evaluations)",
+             "Measured on a fixed training batch at the run's parameters "
+             "(`ssl_gen.evals.gradient_variance`): bias against the reference gradient "
+             "next to its noise floor, per-coordinate SNR, cosine to the reference.",
+             grads, "## Plots", *[f"![{os.path.basename(p)}](plots/{os.path.basename(p)})"
+                                  for p in plots],
+             "## Runs", "\n".join(f"- {r.estimator}, seed {r.seed}: "
+                                  f"`{os.path.relpath(r.workdir, workdir)}/`" for r in runs),
+             *notes]
+    text = "\n\n".join(parts) + "\n"
+    with open(os.path.join(workdir, "report.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+        json.dump([{k: v for k, v in s.items() if k != "curves"} for s in summaries], f,
+                  indent=1)
+    return Report(text, table, summaries, plots)

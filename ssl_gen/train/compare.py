@@ -1,0 +1,137 @@
+r"""Run the discrete-VAE estimator comparison: one trainer run per estimator and seed.
+
+    python -m ssl_gen.train.compare --config=experiments/dvae_estimators.py:categorical,sweep \
+        --workdir=runs/dvae_compare [--config.estimators=rloo,gumbel_softmax] \
+        [--config.seeds=0,1]
+
+The config is a trainer config plus the sweep keys (`config.runner == "dvae_comparison"`):
+`estimators` (comma-separated names), `seeds` (comma-separated ints) and `presets` (name ->
+objective kwargs). Each run gets the trainer config with those keys removed, the preset as
+`config.objective.kwargs`, the seed, and the gradient-variance eval set to track its own
+estimator; it trains through `trainer.train_and_evaluate` into DIR/<estimator>_s<seed>/.
+A run whose directory already holds final metrics for the same config is not retrained,
+so an interrupted sweep resumes and a finished one re-renders. Then
+`ssl_gen.evals.dvae_report` writes DIR/report.md and DIR/plots/, and the table is printed.
+
+Lives in `train/` because it drives the trainer (imports go train -> evals, never back);
+`run(config, workdir)` is importable from a notebook or a test.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import sys
+import time
+
+import jax
+from absl import app, flags
+from ml_collections import config_flags
+
+from ssl_gen.evals import dvae_report
+from ssl_gen.train import trainer
+
+RUNNER = "dvae_comparison"  # the `config.runner` this module runs
+SWEEP_KEYS = ("runner", "estimators", "seeds", "presets")
+
+log = logging.getLogger(__name__)
+
+
+class SweepError(ValueError):
+    """A mistake in the sweep keys, said in one line."""
+
+
+def _names(text: str, where: str) -> list[str]:
+    names = [n.strip() for n in str(text).split(",") if n.strip()]
+    if not names:
+        raise SweepError(f"config.{where} is empty")
+    return names
+
+
+def run_config(config, estimator: str, seed: int):
+    """The trainer config of one run of the sweep."""
+    if estimator not in config.presets:
+        raise SweepError(f"config.estimators: {estimator!r} is not one of "
+                         f"{list(config.presets)} (presets for this latent space)")
+    c = copy.deepcopy(config)
+    with c.unlocked():
+        preset = c.presets[estimator]
+        for key in SWEEP_KEYS:
+            del c[key]
+        c.seed = seed
+        c.objective.kwargs = preset
+        ev = (c.get("evals") or {}).get("gradient_variance")
+        if ev is not None:
+            kwargs = dict(ev.get("kwargs") or {})
+            if not kwargs.get("estimators"):
+                ev.kwargs = dict(kwargs, estimators={estimator: preset.to_dict()})
+    return c
+
+
+def _done(workdir: str, config) -> bool:
+    """Whether `workdir` holds a finished run of exactly `config`."""
+    final, saved = (os.path.join(workdir, f) for f in ("final_metrics.json", "config.json"))
+    if not (os.path.exists(final) and os.path.exists(saved)):
+        return False
+    with open(saved) as f:
+        same = json.load(f) == json.loads(config.to_json_best_effort())
+    with open(final) as f:
+        return same and "preempted" not in json.load(f)
+
+
+def run(config, workdir: str) -> dvae_report.Report:
+    """Trains every (estimator, seed) of the sweep, then writes the report into `workdir`."""
+    if config.get("runner") != RUNNER:
+        raise SweepError(f"config.runner is {config.get('runner')!r}, not {RUNNER!r}: "
+                         "add `,sweep` to the config arg (or launch with ssl_gen.train.main)")
+    estimators = _names(config.estimators, "estimators")
+    try:
+        seeds = [int(s) for s in _names(config.seeds, "seeds")]
+    except ValueError as e:
+        raise SweepError(f"config.seeds={config.seeds!r}: comma-separated ints ({e})") from None
+    configs = {(e, s): run_config(config, e, s) for e in estimators for s in seeds}  # check all
+    os.makedirs(workdir, exist_ok=True)
+    runs, wall = [], {}
+    for (name, seed), c in configs.items():
+        run_dir = os.path.join(workdir, f"{name}_s{seed}")
+        runs.append(dvae_report.Run(name, seed, run_dir))
+        if _done(run_dir, c):
+            log.info("%s: finished already, not retrained", run_dir)
+            continue
+        t0 = time.perf_counter()
+        trainer.train_and_evaluate(c, run_dir)
+        wall[run_dir] = time.perf_counter() - t0
+    notes = ["Wall time (training and evaluations): " + ", ".join(
+        f"{os.path.basename(d)} {t:.0f} s" for d, t in wall.items()) + "."] if wall else []
+    ds = config.dataset.name
+    title = (f"Discrete VAE on {ds}: estimator comparison ({config.model.kwargs.latent}, "
+             f"{config.num_train_steps} steps)")
+    return dvae_report.write_report(workdir, runs, title=title, notes=notes)
+
+
+def main(argv, config_flag, workdir_flag):
+    """Runs the sweep of `--config` into `--workdir` and prints the table."""
+    del argv
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    from ssl_gen.data import DatasetNotFoundError
+    from ssl_gen.train.config_check import ConfigError
+
+    try:
+        report = run(config_flag.value, workdir_flag.value)
+    except (SweepError, ConfigError, trainer.NonFiniteLossError, DatasetNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    if jax.process_index() == 0:
+        print(f"\n{dvae_report.FAIRNESS}\n\n{report.table}\n")
+        print(f"report.md and plots are in {workdir_flag.value}")
+
+
+if __name__ == "__main__":
+    # Flags are defined here, not at import: importing this module next to another launcher
+    # (ssl_gen.train.main, ssl_gen.evals.run_estimator_toys) must not redefine `--config`.
+    _config = config_flags.DEFINE_config_file(
+        "config", None, "experiments/dvae_estimators.py:<variant>,sweep")
+    _workdir = flags.DEFINE_string("workdir", None, "Sweep directory (runs, report.md, plots).")
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(lambda argv: main(argv, _config, _workdir))
