@@ -6,7 +6,7 @@ config tests skip it; tests/evals/test_chow_liu.py runs its runlocal variant).
   python -m ssl_gen.evals.run_chow_liu --config=experiments/chow_liu.py \
       --workdir=runs/chow_liu
 
-A random spanning tree on `num_nodes` nodes (uniform, Wilson), Gaussian samples Markov on
+A random spanning tree on `num_nodes` nodes (uniform, Pruefer), Gaussian samples Markov on
 it, the empirical mutual informations I_ij = -1/2 log(1 - rho_ij^2), and the objective
 E_{T ~ p_theta}[f(T)] with f(T) = \sum_{(i,j) in T} I_ij (the tree model's log-likelihood
 per sample up to a constant; Chow & Liu 1968), maximized with Adam through each estimator.

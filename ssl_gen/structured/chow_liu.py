@@ -18,9 +18,11 @@ covariances), where the mutual information of a bivariate Gaussian with correlat
 So `tree_score(tree, mi) = \sum_{(i,j) in T} I_ij` is the tree's log-likelihood per sample
 up to a constant, and `chow_liu_tree(mi) = maximum_spanning_tree(mi)` maximizes it.
 
-Also here: `random_tree_gaussian`, N samples of a zero-mean, unit-variance Gaussian that is
-Markov on a given tree (each node = rho x its parent + sqrt(1 - rho^2) noise, so the
-correlation of i and j is the product of the edge correlations on their path), and
+Also here: `random_tree`, a uniform random labelled tree (a uniform Pruefer sequence decoded;
+Pruefer 1918, the bijection behind Cayley's n^(n-2)), `random_tree_gaussian`, N samples of
+a zero-mean, unit-variance Gaussian that is Markov on a given tree (each node = rho x its
+parent + sqrt(1 - rho^2) noise, so the correlation of i and j is the product of the edge
+correlations on their path), and
 `edge_precision_recall` of an estimated tree against a reference.
 """
 
@@ -64,6 +66,30 @@ def tree_score(tree: jax.Array, mutual_information: jax.Array) -> jax.Array:
     Linear in the adjacency, so also defined on the spanning-tree polytope."""
     tree = jnp.asarray(tree, jnp.result_type(mutual_information, float))
     return 0.5 * jnp.sum(tree * mutual_information, axis=(-2, -1))
+
+
+def random_tree(key: jax.Array, n: int) -> np.ndarray:
+    """A uniform random spanning tree of K_n, (n, n) symmetric bool (numpy, concrete).
+
+    Decodes a uniform Pruefer sequence (n - 2 labels in [0, n)): a bijection between the
+    sequences and the n^(n-2) labelled trees (Pruefer 1918), so the tree is uniform, exactly
+    as a Wilson sample with theta = 0 (`spanning_tree.sample`), without a compile.
+    """
+    if n < 2:
+        return np.zeros((n, n), bool)
+    seq = [int(v) for v in np.asarray(jax.random.randint(key, (n - 2,), 0, n))]
+    degree = np.ones(n, int)
+    for v in seq:
+        degree[v] += 1
+    adj = np.zeros((n, n), bool)
+    for v in seq:
+        leaf = int(np.flatnonzero(degree == 1)[0])  # the smallest leaf
+        adj[leaf, v] = adj[v, leaf] = True
+        degree[leaf] -= 1
+        degree[v] -= 1
+    u, w = np.flatnonzero(degree == 1)
+    adj[u, w] = adj[w, u] = True
+    return adj
 
 
 def random_tree_gaussian(key: jax.Array, tree, num_samples: int,
