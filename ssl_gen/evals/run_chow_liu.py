@@ -262,7 +262,7 @@ def run(config, workdir: str) -> Report:
     curves = {r["name"]: r["curve"] for r in results}
     plots = [estimator_report.plot_curves(
         curves, os.path.join(workdir, "objective.png"),
-        title="J(theta) = E_{p_theta}[sum of MI over tree edges] vs Adam step")]
+        title="exact J = E_p[sum of MI on tree edges] vs Adam step")]
     var_curves = {}
     for r in var_rows:
         if r["variance"] > 0:
