@@ -124,6 +124,8 @@ def main(argv, config_flag, workdir_flag):
         sys.exit(f"error: {e}")
     if jax.process_index() == 0:
         print(f"\n{dvae_report.FAIRNESS}\n\n{report.table}\n")
+        print(f"Encoder-gradient statistics (mean over evaluations):\n\n"
+              f"{report.gradient_table}\n")
         print(f"report.md and plots are in {workdir_flag.value}")
 
 
