@@ -35,6 +35,7 @@ import jax.numpy as jnp
 
 from ssl_gen.estimators.core import Estimator, event_log_prob, sum_event_axes
 from ssl_gen.estimators.distributions import Bernoulli, Categorical
+from ssl_gen.estimators.relaxed import check_temperature
 
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
 
@@ -115,16 +116,6 @@ def _estimate(name, f, dist, key, num_samples, params):
     return jnp.mean(fs, axis=0) + linear, grad_fn
 
 
-def _check_temperature(name: str, temperature: float) -> float:
-    try:
-        value = float(temperature)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: temperature must be a number, got {temperature!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name}: temperature must be > 0 and finite, got {temperature!r}")
-    return value
-
-
 def rebar(temperature: float = 0.5, eta: float = 1.0) -> Estimator:
     r"""REBAR (Tucker et al. 2017) for `Bernoulli` / `Categorical` latents: unbiased.
 
@@ -141,7 +132,7 @@ def rebar(temperature: float = 0.5, eta: float = 1.0) -> Estimator:
       temperature: lambda > 0 of the relaxation in the control variate.
       eta: the control variate's scale (1 is the plain REBAR).
     """
-    temperature = _check_temperature("rebar", temperature)
+    temperature = float(check_temperature("rebar", temperature))
     eta = float(eta)
     params = RelaxParams(jnp.asarray(eta), jnp.asarray(math.log(temperature)),
                          jnp.zeros((0,)), jnp.zeros((0,)), jnp.zeros((0,)))
@@ -201,7 +192,7 @@ def relax(
       learning_rate: Adam's step size for phi (> 0).
       seed: the seed of r_rho's first-layer weights (the last layer starts at zero).
     """
-    temperature = _check_temperature("relax", temperature)
+    temperature = float(check_temperature("relax", temperature))
     if not isinstance(hidden, int) or hidden < 0:
         raise ValueError(f"relax: hidden must be an int >= 0, got {hidden!r}")
     if not float(learning_rate) > 0:

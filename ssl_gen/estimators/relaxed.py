@@ -33,7 +33,7 @@ from ssl_gen.estimators.core import Estimator, mean_over_samples
 from ssl_gen.estimators.distributions import Bernoulli, Categorical
 
 
-def _check_temperature(name: str, temperature) -> float:
+def check_temperature(name: str, temperature) -> float:
     """A positive, finite temperature, or a one-line ValueError (traced values pass)."""
     if isinstance(temperature, jax.core.Tracer):
         return temperature  # annealed inside jit: it cannot be checked here
@@ -67,7 +67,7 @@ def gumbel_softmax(temperature: float = 1.0) -> Estimator:
     Args:
       temperature: tau > 0 (a one-line ValueError otherwise).
     """
-    temperature = _check_temperature("gumbel_softmax", temperature)
+    temperature = check_temperature("gumbel_softmax", temperature)
 
     def estimate(f, dist, key, num_samples):
         _check_discrete("gumbel_softmax", dist)
@@ -107,7 +107,7 @@ def straight_through_gumbel(temperature: float = 1.0) -> Estimator:
     Args:
       temperature: tau > 0 of the backward relaxation (a one-line ValueError otherwise).
     """
-    temperature = _check_temperature("straight_through_gumbel", temperature)
+    temperature = check_temperature("straight_through_gumbel", temperature)
 
     def estimate(f, dist, key, num_samples):
         _check_discrete("straight_through_gumbel", dist)
@@ -150,7 +150,7 @@ def reinmax(temperature: float = 1.0) -> Estimator:
       temperature: tau >= 1, the range the method is defined for (the authors' code refuses
         tau < 1); anything else is a one-line ValueError.
     """
-    temperature = _check_temperature("reinmax", temperature)
+    temperature = check_temperature("reinmax", temperature)
     if not isinstance(temperature, jax.core.Tracer) and float(temperature) < 1.0:
         raise ValueError(f"reinmax: temperature must be >= 1 (Liu et al. 2023), got {temperature}")
 
@@ -191,7 +191,7 @@ def gumbel_rao(temperature: float = 1.0, num_rao_samples: int = 10) -> Estimator
       temperature: tau > 0 of the backward relaxation (a one-line ValueError otherwise).
       num_rao_samples: M >= 1 conditional noises per sample.
     """
-    temperature = _check_temperature("gumbel_rao", temperature)
+    temperature = check_temperature("gumbel_rao", temperature)
     if not isinstance(num_rao_samples, int) or num_rao_samples < 1:
         got = repr(num_rao_samples)
         raise ValueError(f"gumbel_rao: num_rao_samples must be an int >= 1, got {got}")
@@ -232,7 +232,7 @@ def gapped_straight_through(temperature: float = 1.0, gap: float = 1.0) -> Estim
       temperature: tau > 0 of the backward softmax (a one-line ValueError otherwise).
       gap: the margin kappa >= 0 (the paper's GST-1.0 uses 1.0).
     """
-    temperature = _check_temperature("gapped_straight_through", temperature)
+    temperature = check_temperature("gapped_straight_through", temperature)
     try:
         gap_value = float(gap)
     except (TypeError, ValueError):
