@@ -86,6 +86,11 @@ requires; invalid settings are one-line ValueErrors at construction or trace tim
 - `indecater()`: local expectations for factorized `Bernoulli` / `Categorical` latents
   (Titsias & Lazaro-Gredilla 2015; De Smet et al. 2023), unbiased, exact when f reads one
   variable; K (E C + 1) f evaluations.
+- `multi_sample_bound(log_joint, dist_fn, num_samples, *, estimator="vimco")`: not an
+  `Estimator` but an objective of its own, the importance-weighted bound
+  E[log (1/K) sum_k p(x, z_k) / q(z_k)] (Burda et al. 2016) with the VIMCO gradient (the
+  geometric-mean leave-one-out baseline, Mnih & Rezende 2016; unbiased, K >= 2) or
+  "score_function" (no baseline). See `ssl_gen.estimators.vimco`.
 
 The problem. With L(theta) = E_{p_theta(z)}[f(z)], the gradient is an expectation of its
 own only after a rewrite: the pathwise estimator moves theta into the sampling path
@@ -127,6 +132,7 @@ from ssl_gen.estimators.relaxed import (
 )
 from ssl_gen.estimators.score_function import MovingAverageState, score_function
 from ssl_gen.estimators.spanning_tree import SpanningTree
+from ssl_gen.estimators.vimco import multi_sample_bound
 
 __all__ = [
     "arm",
@@ -146,6 +152,7 @@ __all__ = [
     "indecater",
     "mean_over_samples",
     "measure_valued",
+    "multi_sample_bound",
     "pathwise",
     "rebar",
     "reinmax",
