@@ -53,6 +53,9 @@ ESTIMATORS = {
     # Score function with the optimal-coefficient control variate per logit.
     "optimal_cv": dict(estimator=dict(name="score_function", baseline="optimal"),
                        num_samples=2),
+    # VIMCO (Mnih & Rezende 2016): trains the 2-sample importance-weighted bound L_2 >= ELBO
+    # with leave-one-out signals (its train `elbo` metric and tracked gradient are L_2's).
+    "vimco": dict(estimator=dict(name="vimco"), num_samples=2),
     "arm": dict(estimator=dict(name="arm"), num_samples=1),  # Bernoulli only; 1 pair
     "disarm": dict(estimator=dict(name="disarm"), num_samples=1),  # Bernoulli only; 1 pair
     # Gumbel-Softmax with Jang et al.'s annealing from 1 to 0.5 (over half the run here).
@@ -77,9 +80,18 @@ ESTIMATORS = {
 }
 
 
+DEFAULT_ESTIMATOR = "gumbel_softmax"
+# Objective kwargs every estimator's run shares (the sweep merges each preset into these).
+SHARED_OBJECTIVE = dict(kl_warmup_steps=500)
+
+
 def get_config(arg=None):
     arg = parse_arg(arg, categorical=False, bernoulli=False, nonlinear=False,
                     binarized_mnist=False, estimator="", sweep=False, runlocal=False)
+    estimator = arg.estimator or DEFAULT_ESTIMATOR
+    if estimator not in ESTIMATORS:
+        raise ValueError(
+            f"config arg estimator={estimator!r} is not one of {sorted(ESTIMATORS)}")
     c = ml_collections.ConfigDict()
     c.seed = 0
 
@@ -97,8 +109,11 @@ def get_config(arg=None):
     c.model = ml_collections.ConfigDict(dict(name="dvae", kwargs=dict(
         image_shape=(8, 8, 1), latent="categorical", num_latents=20, num_classes=10,
         hidden=(256, 128), activation="relu", likelihood="bernoulli")))
-    c.objective = ml_collections.ConfigDict(dict(name="discrete_elbo", kwargs=copy.deepcopy(
-        ESTIMATORS["gumbel_softmax"])))
+    # KL warm-up (discrete_elbo.kl_weight_at): trained on the ELBO from step 0, the posterior
+    # collapses onto the prior on these 64-pixel images (KL ~0.01 nats for hundreds of steps,
+    # test NLL ~25.5, no better than independent pixels); 500 steps of warm-up avoid it.
+    c.objective = ml_collections.ConfigDict(dict(name="discrete_elbo", kwargs=dict(
+        SHARED_OBJECTIVE, **copy.deepcopy(ESTIMATORS[estimator]))))
     c.optimizer = ml_collections.ConfigDict(dict(
         name="adam", learning_rate=1e-3, schedule="warmup_cosine", warmup_steps=100,
         end_lr_factor=0.1, grad_clip_norm=100.0))
@@ -128,17 +143,12 @@ def get_config(arg=None):
         if c.model.kwargs.latent == "categorical":  # Jang et al. 2017: 512-256, ReLU
             c.model.kwargs.hidden = (512, 256)
         c.num_train_steps = 100_000
-        c.objective.kwargs.temperature_schedule = dict(start=1.0, end=0.5, anneal_steps=50_000)
+        c.objective.kwargs.kl_warmup_steps = 10_000
+        if "temperature_schedule" in c.objective.kwargs:
+            c.objective.kwargs.temperature_schedule.anneal_steps = 50_000
         c.evals.iwae.every_steps = 10_000
         c.evals.images.every_steps = 10_000
         c.checkpoint_every_steps = 5_000
-    if arg.estimator:
-        if arg.estimator not in ESTIMATORS:
-            raise ValueError(
-                f"config arg estimator={arg.estimator!r} is not one of {sorted(ESTIMATORS)}")
-        c.objective.kwargs = ml_collections.ConfigDict(copy.deepcopy(ESTIMATORS[arg.estimator]))
-        if arg.binarized_mnist and "temperature_schedule" in ESTIMATORS[arg.estimator]:
-            c.objective.kwargs.temperature_schedule.anneal_steps = 50_000
     if arg.runlocal:  # seconds on a laptop: tiny latent (exact enumeration fits), few steps
         c.batch_size = 32
         c.num_train_steps = 20
@@ -148,6 +158,7 @@ def get_config(arg=None):
             c.model.kwargs.num_latents = 6  # 2^6 = 64 codes
         c.model.kwargs.hidden = (32,) if c.model.kwargs.hidden else ()
         c.optimizer.warmup_steps = 5
+        c.objective.kwargs.kl_warmup_steps = 10
         if "temperature_schedule" in c.objective.kwargs:
             c.objective.kwargs.temperature_schedule.anneal_steps = 10
         c.evals.iwae.update(every_steps=10, kwargs=dict(num_samples=8, chunk_size=8),
@@ -160,6 +171,11 @@ def get_config(arg=None):
     return c
 
 
+# The objective kwargs that make up an estimator preset (the rest is shared by a sweep's runs).
+ESTIMATOR_KEYS = ("estimator", "num_samples", "temperature_schedule")
+# The embedded sweep's training steps per run (Gumbel-Softmax anneals over half of them).
+SWEEP_STEPS = 2_000
+
 # The sweep's default subsets: the papers' headline comparisons, 2 f evals per step each.
 SWEEP_DEFAULT = {"categorical": "rloo,gumbel_softmax,straight_through",
                  "bernoulli": "rloo,arm,disarm"}
@@ -167,13 +183,19 @@ SWEEP_DEFAULT = {"categorical": "rloo,gumbel_softmax,straight_through",
 
 def _sweep(c, arg):
     """The comparison: keys the runner (ssl_gen.train.compare) reads, and which it removes
-    before each training run; the rest is the trainer config of every run."""
+    before each training run; the rest is the trainer config of every run, whose
+    `objective.kwargs` are what every run shares (each run adds its preset's)."""
     latent = c.model.kwargs.latent
     c.runner = "dvae_comparison"
     c.estimators = SWEEP_DEFAULT[latent]  # comma-separated keys of `presets`
     c.seeds = "0"  # comma-separated
+    # "all": every run's tracker measures every estimator of `estimators` at that run's
+    # parameters (REBAR's Fig. 2: all estimators on one trajectory); "own": its own only.
+    c.track = "all"
     # Every preset this latent space can run, with the variant's schedule lengths.
     anneal = c.objective.kwargs.get("temperature_schedule", {}).get("anneal_steps")
+    c.objective.kwargs = {k: v for k, v in c.objective.kwargs.items()
+                          if k not in ESTIMATOR_KEYS}
     presets = {}
     for name, kwargs in ESTIMATORS.items():
         if (name in ("arm", "disarm") and latent != "bernoulli") or (
@@ -184,20 +206,18 @@ def _sweep(c, arg):
             kwargs["temperature_schedule"]["anneal_steps"] = anneal or 1_000
         presets[name] = kwargs
     c.presets = ml_collections.ConfigDict(presets, sort_keys=False)
-    # The tracker (ssl_gen.evals.gradient_variance) on each run's own estimator; the runner
-    # fills `estimators`. It runs between steps, so it does not count in time per step.
-    c.evals.gradient_variance = dict(every_steps=50, kwargs=dict(num_replicas=64,
-                                                                 batch_size=64))
+    # The tracker (ssl_gen.evals.gradient_variance); the runner fills its `estimators`. It
+    # measures the ELBO's gradient (no KL warm-up weight) between steps, so it does not
+    # count in time per step.
+    c.evals.gradient_variance = dict(every_steps=100, kwargs=dict(num_replicas=64,
+                                                                  batch_size=64))
     c.evals.images.every_steps = 0  # final grids only
-    if not (arg.runlocal or arg.binarized_mnist):  # ~5 minutes on a 2-core CPU
-        c.num_train_steps = 400
-        c.evals.iwae.every_steps = 100
-        c.log_every_steps = 10
-        c.checkpoint_every_steps = 400
+    if not (arg.runlocal or arg.binarized_mnist):  # `make run`: ~5 minutes on a 2-core CPU
+        c.num_train_steps = SWEEP_STEPS
+        c.evals.iwae.every_steps = 250
+        c.log_every_steps = 50
+        c.checkpoint_every_steps = SWEEP_STEPS // 2
         c.progress_bar = False
-        for kwargs in c.presets.values():
-            if "temperature_schedule" in kwargs:
-                kwargs.temperature_schedule.anneal_steps = 200
     if arg.runlocal:  # ~20 s per estimator on 2 CPU cores, most of it compilation
         c.evals.gradient_variance.update(every_steps=10, kwargs=dict(num_replicas=8,
                                                                      batch_size=16))

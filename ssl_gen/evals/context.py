@@ -21,6 +21,8 @@ class EvalContext(NamedTuple):
       train_source: random-access host source of the training split.
       eval_source: random-access host source of the eval split.
       is_main: whether this process writes files (process 0).
+      progress_bar: whether long evaluations show a progress bar (`config.progress_bar`;
+        shown on the main process only).
     """
 
     model: Any
@@ -31,3 +33,4 @@ class EvalContext(NamedTuple):
     train_source: Any
     eval_source: Any
     is_main: bool = True
+    progress_bar: bool = True

@@ -82,6 +82,10 @@ def summarize_run(run: Run) -> dict[str, Any]:
     rates = [v for _, v in sorted(speed.items())][1:] or list(speed.values())
     fevals = _series(rows, "train", "fevals")
     gv = {s: _series(rows, "eval", f"{PREFIX}{run.estimator}/{s}") for s in GRAD_STATS}
+    # Every estimator the run's tracker measured at its parameters (track="all" sweeps).
+    measured = sorted({k[len(PREFIX):].rsplit("/", 1)[0] for r in rows
+                       if r.get("split") == "eval" for k in r if k.startswith(PREFIX)})
+    along = {m: _series(rows, "eval", f"{PREFIX}{m}/log_variance") for m in measured}
     finite = lambda d: [v for v in d.values() if math.isfinite(v)]
     mean = lambda vs: float(np.mean(vs)) if vs else math.nan
     test_elbo = _series(rows, "eval", "elbo")
@@ -98,6 +102,7 @@ def summarize_run(run: Run) -> dict[str, Any]:
         "time_ms": 1e3 / float(np.median(rates)) if rates else math.nan,
         "steps": int(final.get("step", 0)),
         "grad": {s: mean(finite(v)) for s, v in gv.items()},
+        "along": along,  # measured estimator -> step -> log-variance on this trajectory
         "curves": {"train ELBO (the trained objective)": _series(rows, "train", "elbo"),
                    "test ELBO (exact codes)": test_elbo,
                    "log-variance of the encoder gradient": gv["log_variance"]},
@@ -159,6 +164,54 @@ def gradient_table(summaries: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def trajectory_table(summaries: Sequence[dict]) -> str:
+    """Mean log-variance of every measured estimator (columns) along each run's trajectory
+    (rows; means over seeds): empty when each run measured only its own estimator."""
+    groups = aggregate(summaries)
+    measured = list(dict.fromkeys(m for s in summaries for m in s["along"]))
+    if len(measured) < 2:
+        return ""
+    lines = ["| trajectory / measured | " + " | ".join(measured) + " |",
+             "|---|" + "|".join("---" for _ in measured) + "|"]
+    for name, runs in groups.items():
+        cells = []
+        for m in measured:
+            per_run = [float(np.mean([v for v in r["along"].get(m, {}).values()
+                                      if math.isfinite(v)] or [np.nan])) for r in runs]
+            cells.append(_cell(per_run, ".2f"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_trajectories(summaries: Sequence[dict], path: str) -> str | None:
+    """One panel per trajectory (the run's estimator), one line per measured estimator:
+    log-variance against step, means over seeds (REBAR's Fig. 2 layout)."""
+    groups = aggregate(summaries)
+    if len({m for s in summaries for m in s["along"]}) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.4), squeeze=False,
+                             sharey=True)
+    for ax, (name, runs) in zip(axes[0], groups.items(), strict=True):
+        for m in dict.fromkeys(m for r in runs for m in r["along"]):
+            steps, ys = _mean_curve([r["along"].get(m, {}) for r in runs])
+            ax.plot(steps, ys, label=m, linewidth=1.2)
+        ax.set_title(f"on the {name} trajectory", fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("log-variance of the encoder gradient")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _mean_curve(curves: Sequence[dict[int, float]]) -> tuple[list[int], list[float]]:
     steps = sorted(set().union(*curves)) if curves else []
     ys = [float(np.mean([c[s] for c in curves if s in c and math.isfinite(c[s])] or [np.nan]))
@@ -198,6 +251,7 @@ class Report(NamedTuple):
     gradient_table: str  # the tracker's statistics per estimator (printed too)
     summaries: list[dict]  # one per run
     plots: list[str]
+    trajectory_table: str = ""  # every estimator along each trajectory (track="all")
 
 
 def write_report(workdir: str, runs: Sequence[Run], *, title: str = "",
@@ -211,6 +265,15 @@ def write_report(workdir: str, runs: Sequence[Run], *, title: str = "",
         plot_curves(summaries, os.path.join(workdir, "plots", "log_variance_vs_step.png"),
                     titles[2:]),
     ]
+    cross = trajectory_table(summaries)
+    along = plot_trajectories(summaries, os.path.join(workdir, "plots",
+                                                      "log_variance_on_each_trajectory.png"))
+    plots += [along] if along else []
+    cross_parts = [
+        "## Every estimator along each trajectory",
+        "Mean log-variance of each estimator's encoder gradient (columns), measured at the "
+        "parameters of each run (rows) on the same batch: the estimators compared at the "
+        "same points, as Tucker et al. (2017, Fig. 2) do.", cross] if cross else []
     parts = [f"# {title or 'Discrete VAE: estimator comparison'}", FAIRNESS, table,
              "The train ELBO of a relaxed estimator (Gumbel-Softmax) is its relaxed objective; "
              "the test ELBO and NLL always score exact codes. Time per step excludes the "
@@ -222,8 +285,8 @@ def write_report(workdir: str, runs: Sequence[Run], *, title: str = "",
              "is exact enumeration where the latent space has at most 4096 codes, otherwise "
              "RLOO with 1000 samples (`gradient_variance.default_reference`), whose own noise "
              "adds to the bias column.",
-             grads, "## Plots", *[f"![{os.path.basename(p)}](plots/{os.path.basename(p)})"
-                                  for p in plots],
+             grads, *cross_parts, "## Plots",
+             *[f"![{os.path.basename(p)}](plots/{os.path.basename(p)})" for p in plots],
              "## Runs", "\n".join(f"- {r.estimator}, seed {r.seed}: "
                                   f"`{os.path.relpath(r.workdir, workdir)}/`" for r in runs),
              *notes]
@@ -231,6 +294,6 @@ def write_report(workdir: str, runs: Sequence[Run], *, title: str = "",
     with open(os.path.join(workdir, "report.md"), "w") as f:
         f.write(text)
     with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump([{k: v for k, v in s.items() if k != "curves"} for s in summaries], f,
-                  indent=1)
-    return Report(text, table, grads, summaries, plots)
+        json.dump([{k: v for k, v in s.items() if k not in ("curves", "along")}
+                   for s in summaries], f, indent=1)
+    return Report(text, table, grads, summaries, plots, cross)

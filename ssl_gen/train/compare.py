@@ -5,10 +5,12 @@ r"""Run the discrete-VAE estimator comparison: one trainer run per estimator and
         [--config.seeds=0,1]
 
 The config is a trainer config plus the sweep keys (`config.runner == "dvae_comparison"`):
-`estimators` (comma-separated names), `seeds` (comma-separated ints) and `presets` (name ->
-objective kwargs). Each run gets the trainer config with those keys removed, the preset as
-`config.objective.kwargs`, the seed, and the gradient-variance eval set to track its own
-estimator; it trains through `trainer.train_and_evaluate` into DIR/<estimator>_s<seed>/.
+`estimators` (comma-separated names), `seeds` (comma-separated ints), `presets` (name ->
+objective kwargs) and `track` ("own" or "all"). Each run gets the trainer config with those
+keys removed, the preset merged over the shared `config.objective.kwargs`, the seed, and
+the gradient-variance eval set to measure its own estimator (`track="own"`) or every
+estimator of the sweep at its parameters (`track="all"`, REBAR's all-on-one-trajectory);
+it trains through `trainer.train_and_evaluate` into DIR/<estimator>_s<seed>/.
 A run whose directory already holds final metrics for the same config is not retrained,
 so an interrupted sweep resumes and a finished one re-renders. Then
 `ssl_gen.evals.dvae_report` writes DIR/report.md and DIR/plots/, and the table is printed.
@@ -34,7 +36,8 @@ from ssl_gen.evals import dvae_report
 from ssl_gen.train import trainer
 
 RUNNER = "dvae_comparison"  # the `config.runner` this module runs
-SWEEP_KEYS = ("runner", "estimators", "seeds", "presets")
+SWEEP_KEYS = ("runner", "estimators", "seeds", "presets", "track")
+TRACK = ("own", "all")  # config.track: which estimators each run's tracker measures
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +53,32 @@ def _names(text: str, where: str) -> list[str]:
     return names
 
 
-def run_config(config, estimator: str, seed: int):
-    """The trainer config of one run of the sweep."""
-    if estimator not in config.presets:
-        raise SweepError(f"config.estimators: {estimator!r} is not one of "
-                         f"{list(config.presets)} (presets for this latent space)")
+def run_config(config, estimator: str, seed: int, tracked: list[str] | None = None):
+    """The trainer config of one run of the sweep.
+
+    The run's `objective.kwargs` are the sweep's (shared by every run, e.g. the KL warm-up)
+    with the estimator's preset merged over them; its gradient-variance eval, unless the
+    config names estimators for it, measures `tracked` (default: the run's own estimator).
+    """
+    for name in [estimator, *(tracked or [])]:
+        if name not in config.presets:
+            raise SweepError(f"config.estimators: {name!r} is not one of "
+                             f"{list(config.presets)} (presets for this latent space)")
     c = copy.deepcopy(config)
     with c.unlocked():
-        preset = c.presets[estimator]
+        preset = c.presets[estimator].to_dict()
+        presets = {n: c.presets[n].to_dict() for n in (tracked or [estimator])}
         for key in SWEEP_KEYS:
-            del c[key]
+            if key in c:
+                del c[key]
         c.seed = seed
-        c.objective.kwargs = preset
+        shared = c.objective.get("kwargs")
+        c.objective.kwargs = dict(shared.to_dict() if shared else {}, **preset)
         ev = (c.get("evals") or {}).get("gradient_variance")
         if ev is not None:
             kwargs = dict(ev.get("kwargs") or {})
             if not kwargs.get("estimators"):
-                ev.kwargs = dict(kwargs, estimators={estimator: preset.to_dict()})
+                ev.kwargs = dict(kwargs, estimators=presets)
     return c
 
 
@@ -91,7 +103,11 @@ def run(config, workdir: str) -> dvae_report.Report:
         seeds = [int(s) for s in _names(config.seeds, "seeds")]
     except ValueError as e:
         raise SweepError(f"config.seeds={config.seeds!r}: comma-separated ints ({e})") from None
-    configs = {(e, s): run_config(config, e, s) for e in estimators for s in seeds}  # check all
+    track = config.get("track", "own")
+    if track not in TRACK:
+        raise SweepError(f"config.track={track!r}: one of {TRACK}")
+    tracked = estimators if track == "all" else None
+    configs = {(e, s): run_config(config, e, s, tracked) for e in estimators for s in seeds}
     os.makedirs(workdir, exist_ok=True)
     runs, wall = [], {}
     for (name, seed), c in configs.items():
@@ -126,6 +142,9 @@ def main(argv, config_flag, workdir_flag):
         print(f"\n{dvae_report.FAIRNESS}\n\n{report.table}\n")
         print(f"Encoder-gradient statistics (mean over evaluations):\n\n"
               f"{report.gradient_table}\n")
+        if report.trajectory_table:
+            print(f"Mean log-variance of every estimator along each run's trajectory:\n\n"
+                  f"{report.trajectory_table}\n")
         print(f"report.md and plots are in {workdir_flag.value}")
 
 

@@ -170,6 +170,7 @@ def _evaluate(config, b, params, step: int, workdir: str, writer, final: bool) -
             model=b["model"], rng=jax.random.fold_in(b["eval_key"], step), step=step,
             workdir=workdir, train_source=b["train_source"], eval_source=b["eval_source"],
             is_main=jax.process_index() == 0,
+            progress_bar=bool(config.get("progress_bar", True)),
             eval_batches=lambda: (
                 data.make_global_batch(x, b["batch_sharding"])
                 for x in data.eval_batches(b["eval_source"], config.eval_batch_size)))

@@ -1,6 +1,7 @@
 """The estimator comparison: a tiny sweep (2 estimators, 4 steps) writes report.md with all
 its columns, the per-estimator gradient table and both plots; a finished sweep re-renders
-without retraining; each run's trainer config is valid and tracks its own estimator."""
+without retraining; each run's trainer config is valid, shares the sweep's objective kwargs
+and tracks its own estimator or (track="all") every estimator of the sweep."""
 
 import json
 import os
@@ -34,6 +35,11 @@ def test_run_configs_are_trainer_configs(sweep_config):
     config_check.validate(c)  # no sweep key left
     assert c.seed == 3 and c.objective.kwargs.estimator.name == "gumbel_softmax"
     assert list(c.evals.gradient_variance.kwargs.estimators) == ["gumbel_softmax"]
+    assert c.objective.kwargs.kl_warmup_steps == sweep_config.objective.kwargs.kl_warmup_steps
+    assert "temperature_schedule" in c.objective.kwargs  # the preset's, merged in
+    rloo = compare.run_config(sweep_config, "rloo", 0, ["rloo", "straight_through"])
+    assert "temperature_schedule" not in rloo.objective.kwargs  # no leftover of another preset
+    assert list(rloo.evals.gradient_variance.kwargs.estimators) == ["rloo", "straight_through"]
     with pytest.raises(compare.SweepError, match="'disarm' is not one of"):
         compare.run_config(sweep_config, "disarm", 0)  # Bernoulli only
 
@@ -58,6 +64,16 @@ def test_tiny_sweep_writes_the_report(sweep_config, tmp_path):
     for path in report.plots:
         with open(path, "rb") as fh:
             assert fh.read(8) == PNG, path
+    # track="all": both estimators measured on both trajectories, a row per trajectory.
+    assert len(report.plots) == 3
+    cross = report.trajectory_table.splitlines()
+    assert cross[0] == "| trajectory / measured | rloo | straight_through |"
+    assert [ln.split("|")[1].strip() for ln in cross[2:]] == ["rloo", "straight_through"]
+    for line in cross[2:]:  # every cell measured: a number, never "-"
+        assert all(c.strip() != "-" for c in line.strip("|").split("|")), line
+    for s in report.summaries:  # the diagonal is the run's own estimator
+        own = s["along"][s["estimator"]]
+        assert set(own) == set(s["curves"]["log-variance of the encoder gradient"])
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [s["estimator"] for s in summary] == ["rloo", "straight_through"]
 
@@ -74,4 +90,8 @@ def test_bad_sweep_keys_are_one_line(sweep_config, tmp_path):
     bad = load_config(CONFIG, "sweep,runlocal")
     bad.seeds = "0,x"
     with pytest.raises(compare.SweepError, match="config.seeds"):
+        compare.run(bad, str(tmp_path))
+    bad = load_config(CONFIG, "sweep,runlocal")
+    bad.track = "mine"
+    with pytest.raises(compare.SweepError, match="config.track='mine'"):
         compare.run(bad, str(tmp_path))

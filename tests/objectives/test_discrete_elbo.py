@@ -191,6 +191,28 @@ def test_temperature_schedule_and_its_errors():
         de.resolve_estimator("gumbel_softmax", dict(start=1.0, end=0.0, anneal_steps=10))
 
 
+def test_kl_warmup_weighs_the_kl_and_reports_the_elbo():
+    """With exact enumeration the loss is -(recon - w_t KL) exactly, w_t = min(1, t / T);
+    `elbo` stays the ELBO (weight 1) and equals the enumerated one at every step."""
+    m, params = MODELS["categorical"], _params("categorical")
+    truth = float(_exact_elbo(params, "categorical"))
+    for step, weight in ((0, 0.0), (5, 0.5), (10, 1.0), (50, 1.0)):
+        loss, aux = de.loss_fn(params, {"image": X}, jax.random.key(0), model=m,
+                               estimator="exact", kl_warmup_steps=10, step=jnp.int32(step))
+        assert float(aux["kl_weight"]) == pytest.approx(weight)
+        np.testing.assert_allclose(float(aux["elbo"]), truth, rtol=1e-5)
+        np.testing.assert_allclose(float(loss), -(float(aux["recon"]) - weight * float(aux["kl"])),
+                                   rtol=1e-5)
+    assert float(aux["kl"]) > 0.01  # the check above can tell weights apart
+    # Outside the trainer (no step) the loss is the ELBO; a bad length is one line.
+    loss, aux = de.loss_fn(params, {"image": X}, jax.random.key(0), model=m, estimator="exact",
+                           kl_warmup_steps=10)
+    assert "kl_weight" not in aux or float(aux["kl_weight"]) == 1.0
+    np.testing.assert_allclose(float(loss), -truth, rtol=1e-5)
+    with pytest.raises(ValueError, match="kl_warmup_steps must be an int >= 0"):
+        de.loss_fn(params, {"image": X}, jax.random.key(0), model=m, kl_warmup_steps=-1)
+
+
 def test_stateful_estimator_needs_its_state():
     m, params = MODELS["bernoulli"], _params("bernoulli")
     ma = {"name": "score_function", "baseline": "moving_average"}
@@ -246,3 +268,64 @@ def test_train_step_passes_the_step_and_threads_the_estimator_state(tmp_path):
     ckpt.close()
     assert step == 2 and isinstance(restored["estimator_state"], est.MovingAverageState)
     np.testing.assert_array_equal(restored["estimator_state"].mean, state["estimator_state"].mean)
+
+
+def _exact_iwae2(params, latent):
+    """mean_b E_{z1, z2 ~ q}[log (w1 + w2) / 2], by enumerating all pairs of joint codes."""
+    m, codes = MODELS[latent], jnp.asarray(_codes(latent))
+    logits = m.apply(params, X, method=m.encode)
+    q = de.latent_distribution(latent, logits[:, None])  # batch (B, 1, ...) over codes
+    log_q = q.log_prob(codes[None]).reshape(len(X), len(codes), -1).sum(-1)  # (B, M)
+    log_prior = -np.log(len(codes))
+    ll = jax.vmap(lambda xb: m.apply(params, codes, jnp.broadcast_to(xb, (len(codes),) + xb.shape),
+                                     method=m.log_likelihood))(X)  # (B, M)
+    log_w = ll + log_prior - log_q
+    pair_w = jnp.logaddexp(log_w[:, :, None], log_w[:, None, :]) - np.log(2)  # (B, M, M)
+    pair_q = log_q[:, :, None] + log_q[:, None, :]
+    return jnp.mean(jnp.sum(jnp.exp(pair_q) * pair_w, axis=(1, 2)))
+
+
+@pytest.mark.parametrize("latent", ["bernoulli", "categorical"])
+def test_vimco_trains_the_two_sample_bound_without_bias(latent):
+    """VIMCO through the objective: the mean loss and encoder gradient over independent keys
+    match -E[L_2] and its gradient by enumerating every pair of codes (within 4 standard
+    errors of the replicas, tests/estimators/tolerance.py); L_2 >= the exact ELBO."""
+    from tests.estimators.tolerance import assert_mean_close
+
+    m, params = MODELS[latent], _params(latent)
+    enc = lambda p: p["params"]["encoder"]
+    with_enc = lambda p, e: {"params": {**p["params"], "encoder": e}}
+    truth_value, truth_grad = jax.value_and_grad(
+        lambda e: _exact_iwae2(with_enc(params, e), latent))(enc(params))
+    assert float(truth_value) > float(_exact_elbo(params, latent)) + 1e-3  # tighter bound
+
+    def one(key):
+        loss = lambda e: de.loss_fn(with_enc(params, e), {"image": X}, key, model=m,
+                                    estimator="vimco", num_samples=2)[0]
+        return jax.value_and_grad(loss)(enc(params))
+
+    values, grads = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(7), 20_000))
+    assert_mean_close(-values, truth_value, what="L_2")
+    flat = jnp.concatenate([g.reshape(g.shape[0], -1) for g in jax.tree.leaves(grads)], 1)
+    flat_truth = jnp.concatenate([g.reshape(-1) for g in jax.tree.leaves(truth_grad)])
+    assert_mean_close(-flat, flat_truth, what="encoder gradient of L_2")
+
+
+def test_vimco_trains_and_its_errors():
+    m, params = MODELS["categorical"], _params("categorical")
+    loss, aux = de.loss_fn(params, {"image": X}, jax.random.key(0), model=m,
+                           estimator={"name": "vimco"}, num_samples=3, kl_warmup_steps=10,
+                           step=jnp.int32(5))
+    assert float(aux["fevals"]) == 3 and float(aux["kl_weight"]) == 0.5
+    # warm-up adds back (1 - w) KL: at w = 1/2, loss = -(L^ + KL / 2)
+    np.testing.assert_allclose(float(loss), -(float(aux["elbo"]) + 0.5 * float(aux["kl"])),
+                               rtol=1e-5)
+    assert de.init_estimator_state(model=m, estimator="vimco") is None
+    with pytest.raises(ValueError, match="num_samples >= 2"):
+        de.loss_fn(params, {"image": X}, jax.random.key(0), model=m, estimator="vimco")
+    with pytest.raises(ValueError, match="takes no temperature_schedule"):
+        de.loss_fn(params, {"image": X}, jax.random.key(0), model=m, estimator="vimco",
+                   num_samples=2, temperature_schedule=dict(start=1.0, end=0.5, anneal_steps=5))
+    with pytest.raises(ValueError, match="takes no arguments"):
+        de.loss_fn(params, {"image": X}, jax.random.key(0), model=m,
+                   estimator={"name": "vimco", "temperature": 1.0}, num_samples=2)
