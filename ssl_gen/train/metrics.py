@@ -52,10 +52,30 @@ def read_metrics(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def group_panels(series: dict[str, dict[int, float]]) -> dict[str, dict[str, dict[int, float]]]:
+    """`split/metric` series -> panel title -> line label -> series.
+
+    Nested metrics `<prefix>/<name>/<stat>` (the gradient tracker's `gradvar/<estimator>/
+    <statistic>`) share the panel `split/<prefix>/*/<stat>`, one line per name; every other
+    series is a panel of its own with one unlabeled ("") line.
+    """
+    panels: dict[str, dict[str, dict[int, float]]] = defaultdict(dict)
+    for key, values in series.items():
+        split, _, metric = key.partition("/")
+        parts = metric.split("/")
+        if len(parts) >= 3:
+            panels[f"{split}/{parts[0]}/*/{'/'.join(parts[2:])}"][parts[1]] = values
+        else:
+            panels[key][""] = values
+    return dict(panels)
+
+
 def plot_curves(workdir: str, names: tuple[str, ...] | None = None) -> str | None:
     """Plots every (split, metric) series of `metrics.jsonl` against step; returns the PNG path.
 
-    A resumed run may have written some steps twice; the later write wins.
+    Metrics named `<prefix>/<name>/<stat>` are drawn together, one panel per (prefix, stat)
+    and a line per name (e.g. `gradvar/*/log_variance`, a line per estimator). A resumed run
+    may have written some steps twice; the later write wins.
     """
     path = os.path.join(workdir, "metrics.jsonl")
     if jax.process_index() != 0 or not os.path.exists(path):
@@ -76,13 +96,18 @@ def plot_curves(workdir: str, names: tuple[str, ...] | None = None) -> str | Non
                 series[f"{row['split']}/{k}"][row["step"]] = v
     if not series:
         return None
-    keys = sorted(series)
+    panels = group_panels(series)
+    keys = sorted(panels)
     cols = min(3, len(keys))
     rows = -(-len(keys) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
     for ax, key in zip(axes.flat, keys, strict=False):
-        steps = sorted(series[key])
-        ax.plot(steps, [series[key][s] for s in steps], marker="." if len(steps) < 30 else None)
+        for label, values in sorted(panels[key].items()):
+            steps = sorted(values)
+            ax.plot(steps, [values[s] for s in steps], label=label or None,
+                    marker="." if len(steps) < 30 else None)
+        if len(panels[key]) > 1 or "" not in panels[key]:
+            ax.legend(fontsize=6)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
