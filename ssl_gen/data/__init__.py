@@ -11,6 +11,7 @@ batch = data.make_global_batch(next(pipeline), batch_sharding)
 batch, state = next(data.DevicePrefetcher(pipeline, batch_sharding))  # built ahead, in a thread
 for eval_batch in data.eval_batches(data.get_source("digits", "test"), 128):
     ...                                             # eval_batch["mask"] marks padding
+fixed = data.BinarizedSource(source, "bernoulli", grey_max=16)  # image: one fixed sample
 ```
 
 Embedded datasets (`EMBEDDED_DATASETS`; no network, no TensorFlow): `digits`,
@@ -18,10 +19,13 @@ Embedded datasets (`EMBEDDED_DATASETS`; no network, no TensorFlow): `digits`,
 dataset is read if it is prepared (array_record) in the data dir; nothing is downloaded.
 
 Modules: `builders` (the tfds builders and the arrays they are made from), `sources`
-(lookup by name, `InMemorySource`, `DatasetSpec`), `pipeline` (batches, resumable state).
+(lookup by name, `InMemorySource`, `DatasetSpec`), `pipeline` (batches, resumable state, the fixed
+binarization `BinarizedSource`).
 """
 
 from ssl_gen.data.pipeline import (
+    BINARIZE_MODES,
+    BinarizedSource,
     InputPipeline,
     bernoulli_bits,
     eval_batches,
@@ -41,6 +45,8 @@ from ssl_gen.data.sources import (
 )
 
 __all__ = [
+    "BINARIZE_MODES",
+    "BinarizedSource",
     "DevicePrefetcher",
     "EMBEDDED_DATASETS",
     "DatasetNotFoundError",

@@ -13,7 +13,12 @@ cost far below a ~1 ms train step. All of it follows from one explicit derivatio
 The position is two ints (`get_state()`), so a checkpoint stores it as JSON. Dynamic
 binarization draws bit `j` of example `id` from a counter-based hash (SplitMix64, lowbias32)
 of `(seed, epoch, id, j)`: no generator state to save, the same bits on resume, on any host,
-whatever batch the example lands in.
+whatever batch the example lands in. The id is the example's `id` field, or its index in the
+source when it has none (tfds `mnist`): then the bits follow the source's (stable) order.
+
+`BinarizedSource` wraps a source with a fixed binarization of its `image` (one Bernoulli
+sample at a reserved epoch, or a threshold): what evaluations read when training uses
+dynamic binarization of grey-level data such as tfds `mnist`.
 
 Sources with a `get_batch(indices)` method (`InMemorySource`) are gathered by fancy indexing;
 others through `__getitems__` (tfds data sources) or `source[i]`.
@@ -72,7 +77,9 @@ def bernoulli_bits(grey: np.ndarray, ids: np.ndarray, *, seed: int, epoch: int,
     A per-example key is hashed (SplitMix64) from (seed, epoch, id); element `j` (flattened)
     gets the 24-bit uniform `lowbias32(key + (j + 1) * golden) >> 8` and is 1 when that is
     below `grey * 2**24 / grey_max`: the probability is exactly grey / grey_max when
-    grey_max divides 2**24 (16 does). Vectorized: ~10 integer ops per element.
+    grey_max divides 2**24 (16 does); otherwise (255 for uint8 images) it is
+    floor(grey * 2**24 / grey_max) / 2**24, within 2**-24 of it, and still exactly 0 at grey 0
+    and 1 at grey_max. Vectorized: ~10 integer ops per element.
 
     Args:
       grey: integer array (batch, ...) with values in 0..grey_max.
@@ -100,7 +107,9 @@ def bernoulli_bits(grey: np.ndarray, ids: np.ndarray, *, seed: int, epoch: int,
         thresholds *= np.uint32((1 << 24) // grey_max)
     else:
         lut = (np.arange(grey_max + 1, dtype=np.uint64) << np.uint64(24)) // np.uint64(grey_max)
-        thresholds = lut.astype(np.uint32)[np.minimum(levels, grey_max)]
+        if np.iinfo(levels.dtype).max > grey_max:  # else no level can exceed grey_max
+            levels = np.minimum(levels, grey_max)
+        thresholds = lut.astype(np.uint32)[levels]
     return (h < thresholds).view(np.uint8).reshape(grey.shape)
 
 
@@ -139,6 +148,22 @@ def _check_batch_size(global_batch_size: int, process_count: int) -> int:
     return global_batch_size // process_count
 
 
+def _check_grey_max(grey_max: int) -> int:
+    if isinstance(grey_max, bool) or not isinstance(grey_max, (int, np.integer)) or grey_max < 1:
+        raise ValueError(f"grey_max must be an int >= 1, got {grey_max!r}")
+    return int(grey_max)
+
+
+def _grey_field(source: Sequence[Mapping[str, Any]], what: str) -> str:
+    """The field holding a source's grey levels: `grey` (digits_binarized), else `image`."""
+    fields = source[0].keys()
+    field = "grey" if "grey" in fields else "image"
+    if field not in fields:
+        raise ValueError(f"{what} needs a 'grey' or 'image' field; the source has "
+                         f"{sorted(fields)}")
+    return field
+
+
 class InputPipeline:
     """An infinite iterator over this host's part of each global training batch.
 
@@ -162,9 +187,10 @@ class InputPipeline:
           process_count: number of hosts (default `jax.process_count()`).
           dynamic_binarization: replace `image` with Bernoulli(grey / grey_max) bits drawn
             from (seed, epoch, example id); the grey levels are read from the `grey` field
-            (digits_binarized) or, if there is none, from `image`.
+            (digits_binarized) or, if there is none, from `image`. The id is the `id` field,
+            or the example's index in the source if there is none (tfds `mnist`).
           drop_remainder: drop each epoch's last incomplete batch (else pad it, see above).
-          grey_max: the grey level meaning probability 1 (16 for digits).
+          grey_max: the grey level meaning probability 1 (16 for digits, 255 for uint8 images).
         """
         self._source = source
         self._n = len(source)
@@ -181,14 +207,9 @@ class InputPipeline:
         self._seed = int(seed)
         self._shuffle = shuffle
         self._drop_remainder = drop_remainder
-        self._grey_max = int(grey_max)
-        self._grey_field = None
-        if dynamic_binarization:
-            fields = source[0].keys()
-            self._grey_field = "grey" if "grey" in fields else "image"
-            if self._grey_field not in fields:
-                raise ValueError("dynamic_binarization needs a 'grey' or 'image' field; the "
-                                 f"source has {sorted(fields)}")
+        self._grey_max = _check_grey_max(grey_max)
+        self._grey_field = (_grey_field(source, "dynamic_binarization")
+                            if dynamic_binarization else None)
         if drop_remainder:
             self._batches_per_epoch = self._n // global_batch_size
         else:
@@ -283,6 +304,119 @@ def eval_batches(source: Sequence[Mapping[str, Any]], global_batch_size: int, *,
         batch = gather(source, np.where(valid, positions, 0))
         batch["mask"] = valid.astype(np.float32)
         yield batch
+
+
+BINARIZE_MODES = ("bernoulli", "threshold")
+# The epoch `BinarizedSource` draws its fixed sample at: training (epochs 0, 1, ...) never
+# reaches it, so the fixed bits differ from every epoch's dynamic bits even at the same seed.
+FIXED_BINARIZATION_EPOCH = (1 << 32) - 1
+
+
+class BinarizedSource:
+    """A read-only view of a random-access source whose `image` is a fixed binarization.
+
+    The grey levels are read from the `grey` field if there is one (digits_binarized), else
+    from `image`, and `image` becomes uint8 bits in {0, 1}, shaped like the levels:
+
+    - "bernoulli": one sample of Bernoulli(grey / grey_max), `bernoulli_bits` at
+      (`seed`, `FIXED_BINARIZATION_EPOCH`, example id): the same bits on every host, run and
+      access path. The id is the `id` field, or the example's index in this source if there
+      is none (tfds `mnist`), as in `InputPipeline`.
+    - "threshold": grey >= grey_max / 2 (for digits, 8 of 16: digits_binarized's `image`).
+
+    Every other field passes through unchanged. `len`, `source[i]`, `__getitems__` and
+    `get_batch` (used by `gather`, so `eval_batches` gathers whole batches and binarizes them
+    in one vectorized call) work whatever the wrapped source has; `arrays` (all fields as
+    arrays, what `InMemorySource` offers) exists when the wrapped source has it and is
+    computed once, on first use.
+    """
+
+    def __init__(self, source: Sequence[Mapping[str, Any]], mode: str, *, grey_max: int = 16,
+                 seed: int = 0):
+        """Wraps `source` (nothing is read but its first example's field names).
+
+        Args:
+          source: a random-access source (`len`, `source[i] -> dict`).
+          mode: "bernoulli" or "threshold" (see the class docstring).
+          grey_max: the grey level meaning probability 1 (16 for digits, 255 for uint8).
+          seed: the "bernoulli" sample's seed (non-negative); the trainer uses 0 for the eval
+            split and 1 for the training split, so that their bits are unrelated.
+        """
+        if mode not in BINARIZE_MODES:
+            raise ValueError(f"binarization mode {mode!r} is not one of {BINARIZE_MODES}")
+        if seed < 0:
+            raise ValueError(f"seed must be non-negative, got {seed}")
+        self._source = source
+        self._mode = mode
+        self._grey_max = _check_grey_max(grey_max)
+        self._seed = int(seed)
+        self._n = len(source)
+        self._field = _grey_field(source, "BinarizedSource") if self._n else "image"
+        self._arrays: Mapping[str, np.ndarray] | None = None
+
+    @property
+    def mode(self) -> str:
+        """The mode: "bernoulli" or "threshold"."""
+        return self._mode
+
+    @property
+    def grey_max(self) -> int:
+        """The grey level meaning probability 1."""
+        return self._grey_max
+
+    def binarize(self, batch: Mapping[str, np.ndarray], indices: np.ndarray
+                 ) -> dict[str, np.ndarray]:
+        """`batch` (examples `indices` of the wrapped source) with its `image` binarized."""
+        grey = np.asarray(batch[self._field])
+        if self._mode == "threshold":
+            bits = (grey.astype(np.int64) * 2 >= self._grey_max).astype(np.uint8)
+        else:
+            ids = batch["id"] if "id" in batch else indices
+            bits = bernoulli_bits(grey, ids, seed=self._seed, epoch=FIXED_BINARIZATION_EPOCH,
+                                  grey_max=self._grey_max)
+        out = dict(batch)
+        out["image"] = bits
+        return out
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        if not -self._n <= index < self._n:
+            raise IndexError(f"index {index} out of range for {self._n} examples")
+        batch = self.get_batch(np.array([int(index) % self._n]))
+        return {k: v[0] for k, v in batch.items()}
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
+        for i in indices:
+            if not -self._n <= i < self._n:
+                raise IndexError(f"index {i} out of range for {self._n} examples")
+        batch = self.get_batch(np.array([int(i) % self._n for i in indices], dtype=np.int64))
+        return [{k: v[j] for k, v in batch.items()} for j in range(len(indices))]
+
+    def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """Gathers examples `indices` (non-negative) as a dict of arrays, `image` binarized."""
+        indices = np.asarray(indices)
+        if self._arrays is not None:
+            return {k: v[indices] for k, v in self._arrays.items()}
+        return self.binarize(gather(self._source, indices), indices)
+
+    @property
+    def arrays(self) -> Mapping[str, np.ndarray]:
+        """Every field as a read-only array (len, ...), `image` binarized; only when the
+        wrapped source has `arrays` (an `InMemorySource`). Computed once, in chunks."""
+        if self._arrays is None:
+            inner = self._source.arrays  # AttributeError (no `arrays`) when it has none
+            chunks = [self.binarize({k: v[s:s + 4096] for k, v in inner.items()},
+                                    np.arange(s, min(s + 4096, self._n)))["image"]
+                      for s in range(0, self._n, 4096)]
+            images = (np.concatenate(chunks) if chunks
+                      else np.zeros((0,) + np.shape(inner[self._field])[1:], np.uint8))
+            arrays = {**inner, "image": images}
+            for v in arrays.values():
+                v.flags.writeable = False
+            self._arrays = arrays
+        return self._arrays
 
 
 def make_global_batch(local_batch: Mapping[str, np.ndarray],

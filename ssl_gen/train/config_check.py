@@ -39,7 +39,13 @@ TOP_LEVEL = {
     "progress_bar": (False, lambda v: isinstance(v, bool)),
     "prefetch": (False, _NONNEG),  # batches built ahead on a host thread (0: none)
 }
-DATASET_KEYS = {"name", "data_dir", "train_split", "eval_split", "dynamic_binarization"}
+# grey_max: the grey level meaning probability 1 for binarization (default, or None: 16, for
+# digits; 255 for uint8 images such as tfds mnist). binarize_eval: None/"" (evals read the
+# data as stored), "bernoulli" (one fixed Bernoulli(grey / grey_max) sample) or "threshold"
+# (grey >= grey_max / 2) of the eval split and of the training examples evaluations read
+# (ssl_gen.data's `BinarizedSource`); the input pipeline keeps reading the grey levels.
+DATASET_KEYS = {"name", "data_dir", "train_split", "eval_split", "dynamic_binarization",
+                "grey_max", "binarize_eval"}
 EVAL_KEYS = {"module", "every_steps", "kwargs", "final_kwargs"}
 
 
@@ -79,6 +85,18 @@ def model_class(config):
     return import_symbol("ssl_gen.models", config.model.get("name"), "Model", "config.model.name")
 
 
+def _check_binarization(ds) -> None:
+    from ssl_gen.data.pipeline import BINARIZE_MODES  # lazy: tfds is heavy to import
+
+    if ds.get("grey_max") is not None and not _POSITIVE(ds.grey_max):
+        raise ConfigError(f"config.dataset.grey_max={ds.grey_max!r} must be an int >= 1 (the "
+                          "grey level meaning probability 1: 16 for digits, 255 for mnist)")
+    mode = ds.get("binarize_eval")
+    if mode not in (None, "", *BINARIZE_MODES):
+        raise ConfigError(f"config.dataset.binarize_eval={mode!r} must be None, "
+                          f"{' or '.join(repr(m) for m in BINARIZE_MODES)}")
+
+
 def validate(config) -> None:
     """Raises `ConfigError` with one line for the first mistake found."""
     _unknown(list(config), list(TOP_LEVEL), "config")
@@ -92,6 +110,7 @@ def validate(config) -> None:
     _unknown(list(config.dataset), sorted(DATASET_KEYS), "config.dataset")
     if "name" not in config.dataset:
         raise ConfigError("config.dataset: missing key 'name'")
+    _check_binarization(config.dataset)
 
     cls = model_class(config)
     fields = [f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name")]

@@ -90,9 +90,10 @@ def build(config, workdir: str) -> dict[str, Any]:
         data.check_dataset(ds.name, split, ds.get("data_dir"))
     train_source = data.get_source(ds.name, ds.get("train_split", "train"), ds.get("data_dir"))
     eval_source = data.get_source(ds.name, ds.get("eval_split", "test"), ds.get("data_dir"))
+    binarization = dict(dynamic_binarization=ds.get("dynamic_binarization", False),
+                        grey_max=ds.get("grey_max") or 16)  # validated: None or >= 1
     pipeline = data.InputPipeline(
-        train_source, global_batch_size=config.batch_size, seed=config.seed,
-        dynamic_binarization=ds.get("dynamic_binarization", False))
+        train_source, global_batch_size=config.batch_size, seed=config.seed, **binarization)
 
     model = config_check.model_class(config)(**config.model.get("kwargs", {}))
     objective = config_check.import_symbol("ssl_gen.objectives", config.objective.name, "loss_fn",
@@ -111,8 +112,13 @@ def build(config, workdir: str) -> dict[str, Any]:
     key = jax.random.key(config.seed)
     init_key, train_key, eval_key = (jax.random.fold_in(key, i) for i in range(3))
     example = next(iter(data.InputPipeline(
-        train_source, global_batch_size=config.batch_size, seed=config.seed,
-        dynamic_binarization=ds.get("dynamic_binarization", False))))
+        train_source, global_batch_size=config.batch_size, seed=config.seed, **binarization)))
+    if ds.get("binarize_eval"):
+        # Evaluations read one fixed binarization (seed 0: eval split, 1: training split);
+        # `pipeline` keeps reading the grey levels (dynamic binarization).
+        fixed = functools.partial(data.BinarizedSource, mode=ds.binarize_eval,
+                                  grey_max=binarization["grey_max"])
+        train_source, eval_source = fixed(train_source, seed=1), fixed(eval_source, seed=0)
     n_proc = jax.process_count()
     dtype = lambda v: jax.dtypes.canonicalize_dtype(v.dtype)  # int64 -> int32 without x64
     abstract_batch = {k: jax.ShapeDtypeStruct((v.shape[0] * n_proc,) + v.shape[1:], dtype(v))
