@@ -32,7 +32,8 @@ Variants:
   categorical       20 latents x 10 classes (Jang et al. 2017's latent space), the default
   bernoulli         200 Bernoulli units, linear encoder/decoder (REBAR/RELAX/DisARM "linear")
   nonlinear         200 Bernoulli units, two 200-unit tanh layers each side (REBAR "nonlinear")
-  binarized_mnist   tfds `binarized_mnist` (28x28) at the papers' sizes, for users who have it
+  binarized_mnist   tfds `binarized_mnist` (28x28, fixed bits), papers' sizes, 100k steps
+  mnist             tfds `mnist`, dynamic binarization (REBAR/DisARM), fixed-draw test bits
   estimator=rloo    any key of ESTIMATORS below (e.g. estimator=disarm, estimator=reinmax)
   sweep             the comparison (config.runner: run by ssl_gen.train.compare, not main)
   runlocal          tiny model and few steps (combine: `bernoulli,estimator=arm,runlocal`)
@@ -98,7 +99,8 @@ SHARED_OBJECTIVE = dict(kl_warmup_steps=500)
 
 def get_config(arg=None):
     arg = parse_arg(arg, categorical=False, bernoulli=False, nonlinear=False,
-                    binarized_mnist=False, estimator="", sweep=False, runlocal=False)
+                    binarized_mnist=False, mnist=False, estimator="", sweep=False,
+                    runlocal=False)
     estimator = arg.estimator or DEFAULT_ESTIMATOR
     if estimator not in ESTIMATORS:
         raise ValueError(
@@ -148,6 +150,12 @@ def get_config(arg=None):
         c.model.kwargs.update(hidden=(200, 200), activation="tanh")
     if arg.binarized_mnist:  # tfds: prepare it once with `tfds build binarized_mnist`
         c.dataset.update(name="binarized_mnist", dynamic_binarization=False)
+    if arg.mnist:  # tfds `mnist` (0..255): bits resampled every epoch, as REBAR/DisARM do;
+        # the test split (and the training batch the tracker measures on) binarized once,
+        # by a fixed Bernoulli draw (ssl_gen.data.BinarizedSource).
+        c.dataset.update(name="mnist", dynamic_binarization=True, grey_max=255,
+                         binarize_eval="bernoulli")
+    if arg.binarized_mnist or arg.mnist:
         c.eval_batch_size = 200  # 10,000 test images
         c.batch_size = 100
         c.model.kwargs.image_shape = (28, 28, 1)
@@ -223,12 +231,14 @@ def _sweep(c, arg):
     c.evals.gradient_variance = dict(every_steps=100, kwargs=dict(num_replicas=64,
                                                                   batch_size=64))
     c.evals.images.every_steps = 0  # final grids only
-    if not (arg.runlocal or arg.binarized_mnist):  # `make run`: ~5 minutes on a 2-core CPU
+    if not (arg.runlocal or arg.binarized_mnist or arg.mnist):  # `make run`: ~5 min, 2 CPUs
         c.num_train_steps = SWEEP_STEPS
         c.evals.iwae.every_steps = 250
         c.log_every_steps = 50
         c.checkpoint_every_steps = SWEEP_STEPS // 2
         c.progress_bar = False
+    if arg.binarized_mnist or arg.mnist:  # 100 tracker evaluations along 100k steps
+        c.evals.gradient_variance.every_steps = 1_000
     if arg.runlocal:  # ~20 s per estimator on 2 CPU cores, most of it compilation
         c.evals.gradient_variance.update(every_steps=10, kwargs=dict(num_replicas=8,
                                                                      batch_size=16))
