@@ -168,7 +168,8 @@ def trajectory_table(summaries: Sequence[dict]) -> str:
     """Mean log-variance of every measured estimator (columns) along each run's trajectory
     (rows; means over seeds): empty when each run measured only its own estimator."""
     groups = aggregate(summaries)
-    measured = list(dict.fromkeys(m for s in summaries for m in s["along"]))
+    found = {m for s in summaries for m in s["along"]}
+    measured = [m for m in groups if m in found] + sorted(found - set(groups))  # sweep order
     if len(measured) < 2:
         return ""
     lines = ["| trajectory / measured | " + " | ".join(measured) + " |",
@@ -189,15 +190,13 @@ def plot_trajectories(summaries: Sequence[dict], path: str) -> str | None:
     groups = aggregate(summaries)
     if len({m for s in summaries for m in s["along"]}) < 2:
         return None
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend is left alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.4), squeeze=False,
-                             sharey=True)
+    fig = Figure(figsize=(4.5 * len(groups), 3.4))
+    axes = fig.subplots(1, len(groups), squeeze=False, sharey=True)
     for ax, (name, runs) in zip(axes[0], groups.items(), strict=True):
-        for m in dict.fromkeys(m for r in runs for m in r["along"]):
+        found = {m for r in runs for m in r["along"]}
+        for m in [m for m in groups if m in found] + sorted(found - set(groups)):
             steps, ys = _mean_curve([r["along"].get(m, {}) for r in runs])
             ax.plot(steps, ys, label=m, linewidth=1.2)
         ax.set_title(f"on the {name} trajectory", fontsize=9)
@@ -208,7 +207,6 @@ def plot_trajectories(summaries: Sequence[dict], path: str) -> str | None:
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -221,13 +219,11 @@ def _mean_curve(curves: Sequence[dict[int, float]]) -> tuple[list[int], list[flo
 
 def plot_curves(summaries: Sequence[dict], path: str, titles: Sequence[str]) -> str:
     """One panel per curve title, one line per estimator (mean over seeds) against step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend is left alone
 
     groups = aggregate(summaries)
-    fig, axes = plt.subplots(1, len(titles), figsize=(5 * len(titles), 3.6), squeeze=False)
+    fig = Figure(figsize=(5 * len(titles), 3.6))
+    axes = fig.subplots(1, len(titles), squeeze=False)
     for ax, title in zip(axes[0], titles, strict=True):
         for name, runs in groups.items():
             steps, ys = _mean_curve([r["curves"][title] for r in runs])
@@ -239,7 +235,6 @@ def plot_curves(summaries: Sequence[dict], path: str, titles: Sequence[str]) -> 
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

@@ -1,8 +1,9 @@
 """Rendering `ssl_gen.estimators.variance` rows: markdown/console tables and PNG plots.
 
 Rows are `EstimatorStats` (or dicts with the same fields); nothing here computes a
-statistic. Plots use matplotlib's Agg backend (no display needed) and are written where
-asked; each function returns the path it wrote.
+statistic. Plots draw on matplotlib `Figure`s without pyplot (no display needed, and a
+notebook's backend is left alone) and are written where asked; each function returns the
+path it wrote.
 """
 
 from __future__ import annotations
@@ -67,30 +68,27 @@ def markdown_table(rows: Sequence[Any], columns: Sequence[tuple[str, str]] = COL
     return "\n".join(lines)
 
 
-def _pyplot():
-    import matplotlib
+def _figure(panels: int, width: float):
+    """(figure, 1-D array of axes) without pyplot, so a notebook's backend is left alone."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=(width * panels, 3.6))
+    return fig, np.atleast_1d(fig.subplots(1, panels))
 
 
 def _save(fig, path: str) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    _pyplot().close(fig)
     return path
 
 
 def plot_rows(rows: Sequence[Any], path: str, title: str = "") -> str:
     """Bars per estimator: variance (log), bias against its noise floor (log), SNR, cosine."""
-    plt = _pyplot()
     rows = [as_dict(r) for r in rows]
     names = [r["name"] for r in rows]
     x = np.arange(len(rows))
-    fig, axes = plt.subplots(1, 4, figsize=(4 * 4, 3.6))
+    fig, axes = _figure(4, 4)
     panels = [("variance", "variance (trace)", True), ("bias", "bias |mean - truth|", True),
               ("snr", "SNR (per coordinate)", False), ("cosine", "cosine to truth", False)]
     for ax, (field, label, log) in zip(axes, panels, strict=True):
@@ -112,10 +110,9 @@ def plot_rows(rows: Sequence[Any], path: str, title: str = "") -> str:
 def plot_sweep(rows: Sequence[Any], x_field: str, path: str, title: str = "",
                fields: Sequence[str] = ("variance", "bias", "snr")) -> str:
     """One line per estimator of each field against `x_field` (a sweep, e.g. over k)."""
-    plt = _pyplot()
     rows = [as_dict(r) for r in rows]
     names = list(dict.fromkeys(r["name"] for r in rows))
-    fig, axes = plt.subplots(1, len(fields), figsize=(4.5 * len(fields), 3.6))
+    fig, axes = _figure(len(fields), 4.5)
     for ax, field in zip(np.atleast_1d(axes), fields, strict=True):
         for name in names:
             mine = sorted((r for r in rows if r["name"] == name), key=lambda r: r[x_field])
@@ -136,9 +133,8 @@ def plot_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str,
                 x: str = "step", title: str = "") -> str:
     """Curves along a trajectory: `curves[name][field]` per estimator, one panel per field
     other than `x` (e.g. loss and log-variance of the gradient along training)."""
-    plt = _pyplot()
     fields = [f for f in next(iter(curves.values())) if f != x]
-    fig, axes = plt.subplots(1, len(fields), figsize=(4.5 * len(fields), 3.6))
+    fig, axes = _figure(len(fields), 4.5)
     for ax, field in zip(np.atleast_1d(axes), fields, strict=True):
         for name, curve in curves.items():
             ax.plot(curve[x], curve[field], label=name, linewidth=1)

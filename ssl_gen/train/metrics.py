@@ -80,10 +80,7 @@ def plot_curves(workdir: str, names: tuple[str, ...] | None = None) -> str | Non
     path = os.path.join(workdir, "metrics.jsonl")
     if jax.process_index() != 0 or not os.path.exists(path):
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend is left alone
 
     series: dict[str, dict[int, float]] = defaultdict(dict)
     for row in read_metrics(path):
@@ -100,7 +97,8 @@ def plot_curves(workdir: str, names: tuple[str, ...] | None = None) -> str | Non
     keys = sorted(panels)
     cols = min(3, len(keys))
     rows = -(-len(keys) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    fig = Figure(figsize=(4.2 * cols, 2.8 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, key in zip(axes.flat, keys, strict=False):
         for label, values in sorted(panels[key].items()):
             steps = sorted(values)
@@ -118,5 +116,4 @@ def plot_curves(workdir: str, names: tuple[str, ...] | None = None) -> str | Non
     out = os.path.join(workdir, "plots", "curves.png")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out

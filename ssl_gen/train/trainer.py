@@ -161,12 +161,27 @@ def _eval_periods(config) -> list[int]:
     return [ev.get("every_steps", 0) for ev in (config.get("evals") or {}).values()]
 
 
-def _evaluate(config, b, params, step: int, workdir: str, writer, final: bool) -> dict:
-    """Runs the configured evaluations due at `step` (all of them when final)."""
-    out = {}
+def _same_at_end(ev, step: int) -> bool:
+    """Whether an eval is due at `step` and its final run there would be the same call (no
+    `final_kwargs`): the final evaluation then runs it once and logs it in both splits."""
+    every = ev.get("every_steps", 0)
+    return bool(every) and step % every == 0 and not ev.get("final_kwargs")
+
+
+def _evaluate(config, b, params, step: int, workdir: str, writer, final: bool,
+              last: int | None = None) -> dict:
+    """Runs the configured evaluations due at `step` (all of them when final).
+
+    At the last step (`last`), an eval that the final evaluation repeats unchanged is left
+    to it (`_same_at_end`), and the final evaluation writes its metrics to the eval split
+    too, so curves still end at the last step without computing it twice.
+    """
+    out, periodic = {}, {}
     for name, ev in (config.get("evals") or {}).items():
         every = ev.get("every_steps", 0)
         if not final and not (every and step % every == 0):
+            continue
+        if not final and step == last and _same_at_end(ev, step):
             continue
         fn = config_check.import_symbol("ssl_gen.evals", ev.get("module", name), "evaluate", name)
         kwargs = dict(ev.get("kwargs") or {})
@@ -180,7 +195,12 @@ def _evaluate(config, b, params, step: int, workdir: str, writer, final: bool) -
             eval_batches=lambda: (
                 data.make_global_batch(x, b["batch_sharding"])
                 for x in data.eval_batches(b["eval_source"], config.eval_batch_size)))
-        out.update(fn(params, ctx, **kwargs))
+        result = fn(params, ctx, **kwargs)
+        out.update(result)
+        if final and _same_at_end(ev, step):
+            periodic.update(result)
+    if periodic:
+        writer.write(step, periodic, split="eval")
     if out:
         writer.write(step, out, split="final" if final else "eval")
     return out
@@ -254,7 +274,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                     bar.set_postfix(loss=f"{means['loss']:.3f}")
                     _check_finite(state, last_saved)
                 if any(step % p == 0 for p in periods):
-                    _evaluate(config, b, state["params"], step, workdir, writer, final=False)
+                    _evaluate(config, b, state["params"], step, workdir, writer, final=False,
+                              last=total)
                 stop = preempt.requested or (multihost and ckpt.reached_preemption(step))
                 if ckpt.should_save(step) or stop:
                     _check_finite(state, last_saved)

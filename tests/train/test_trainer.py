@@ -31,6 +31,28 @@ def test_step_traces_once_and_writes_outputs(tiny_config, tmp_path):
     assert Checkpointer(str(tmp_path / "checkpoints"), save_every_steps=3).all_steps() == [3, 6]
 
 
+def test_an_eval_due_at_the_last_step_runs_once(tiny_config, tmp_path, monkeypatch):
+    """An eval the final evaluation repeats unchanged runs once at the last step and is
+    logged in both splits; one with final_kwargs runs twice (different calls)."""
+    from ssl_gen.evals import iwae
+
+    calls = []
+    real = iwae.evaluate
+    monkeypatch.setattr(iwae, "evaluate", lambda p, ctx, **kw: calls.append(
+        (ctx.step, kw["num_samples"])) or real(p, ctx, **kw))
+    tiny_config.evals = {"iwae": dict(every_steps=3, kwargs=dict(num_samples=2, chunk_size=2))}
+    trainer.train_and_evaluate(tiny_config, str(tmp_path / "same"))
+    assert calls == [(3, 2), (6, 2)]
+    with open(tmp_path / "same" / "metrics.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    at_end = {r["split"]: r["nll_iwae2"] for r in rows if r["step"] == 6 and "nll_iwae2" in r}
+    assert set(at_end) == {"eval", "final"} and at_end["eval"] == at_end["final"]
+    calls.clear()
+    tiny_config.evals.iwae.final_kwargs = dict(num_samples=4, chunk_size=4)
+    trainer.train_and_evaluate(tiny_config, str(tmp_path / "other"))
+    assert calls == [(3, 2), (6, 2), (6, 4)]
+
+
 def test_eight_devices_match_one_device(tiny_config, tmp_path):
     # Same global batch, same keys: only the all-reduce order differs, so the curves agree
     # to float32 rounding compounded over 6 Adam steps; 1e-4 relative is ~100x that noise
