@@ -166,11 +166,12 @@ def gradient_table(summaries: Sequence[dict]) -> str:
 
 def trajectory_table(summaries: Sequence[dict]) -> str:
     """Mean log-variance of every measured estimator (columns) along each run's trajectory
-    (rows; means over seeds): empty when each run measured only its own estimator."""
+    (rows; means over seeds): empty when each run measured only its own estimator (the
+    sweep's `track="own"`)."""
     groups = aggregate(summaries)
     found = {m for s in summaries for m in s["along"]}
     measured = [m for m in groups if m in found] + sorted(found - set(groups))  # sweep order
-    if len(measured) < 2:
+    if max((len(s["along"]) for s in summaries), default=0) < 2:  # track="own": a diagonal
         return ""
     lines = ["| trajectory / measured | " + " | ".join(measured) + " |",
              "|---|" + "|".join("---" for _ in measured) + "|"]
@@ -188,7 +189,7 @@ def plot_trajectories(summaries: Sequence[dict], path: str) -> str | None:
     """One panel per trajectory (the run's estimator), one line per measured estimator:
     log-variance against step, means over seeds (REBAR's Fig. 2 layout)."""
     groups = aggregate(summaries)
-    if len({m for s in summaries for m in s["along"]}) < 2:
+    if max((len(s["along"]) for s in summaries), default=0) < 2:
         return None
     from matplotlib.figure import Figure  # no pyplot: a notebook's backend is left alone
 

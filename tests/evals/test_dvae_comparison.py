@@ -95,3 +95,14 @@ def test_bad_sweep_keys_are_one_line(sweep_config, tmp_path):
     bad.track = "mine"
     with pytest.raises(compare.SweepError, match="config.track='mine'"):
         compare.run(bad, str(tmp_path))
+
+
+def test_trajectory_table_needs_runs_that_measured_several_estimators():
+    own = [{"estimator": e, "along": {e: {100: -5.0, 200: -6.0}}} for e in ("a", "b")]
+    assert dvae_report.trajectory_table(own) == ""  # track="own": only a diagonal
+    assert dvae_report.plot_trajectories(own, "unused.png") is None
+    both = [{"estimator": e, "along": {"b": {100: -1.0}, "a": {100: -2.0, 200: -4.0}}}
+            for e in ("a", "b")]
+    lines = dvae_report.trajectory_table(both).splitlines()
+    assert lines[0] == "| trajectory / measured | a | b |"  # sweep order, not sorted input
+    assert lines[2] == "| a | -3.00 | -1.00 |"
