@@ -185,6 +185,13 @@ def trajectory_table(summaries: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def _style(name: str, order: Sequence[str]) -> dict[str, str]:
+    """One color and line style per estimator, the same in every plot of a report: the 10
+    default colors, then dashed, then dotted (sweeps often compare more than 10)."""
+    i = order.index(name) if name in order else len(order)
+    return {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[min(i // 10, 2)]}
+
+
 def plot_trajectories(summaries: Sequence[dict], path: str) -> str | None:
     """One panel per trajectory (the run's estimator), one line per measured estimator:
     log-variance against step, means over seeds (REBAR's Fig. 2 layout)."""
@@ -199,7 +206,7 @@ def plot_trajectories(summaries: Sequence[dict], path: str) -> str | None:
         found = {m for r in runs for m in r["along"]}
         for m in [m for m in groups if m in found] + sorted(found - set(groups)):
             steps, ys = _mean_curve([r["along"].get(m, {}) for r in runs])
-            ax.plot(steps, ys, label=m, linewidth=1.2)
+            ax.plot(steps, ys, label=m, linewidth=1.2, **_style(m, list(groups)))
         ax.set_title(f"on the {name} trajectory", fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -228,7 +235,8 @@ def plot_curves(summaries: Sequence[dict], path: str, titles: Sequence[str]) -> 
     for ax, title in zip(axes[0], titles, strict=True):
         for name, runs in groups.items():
             steps, ys = _mean_curve([r["curves"][title] for r in runs])
-            ax.plot(steps, ys, label=name, linewidth=1.2, marker="." if len(steps) < 30 else None)
+            ax.plot(steps, ys, label=name, linewidth=1.2, marker="." if len(steps) < 30 else None,
+                    **_style(name, list(groups)))
         ax.set_xlabel("step")
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
