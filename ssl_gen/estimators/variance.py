@@ -8,9 +8,11 @@ and, where known, the true gradient mu (a closed form, or `exact` enumeration):
                 holds each s_d^2 = (1/(R-1)) sum_r (g_rd - g_bar_d)^2)
     bias        ||g_bar - mu||, next to `bias_floor` = sqrt(V / R), the size ||g_bar - E g||
                 has from sampling alone: a bias well above the floor is bias, not noise
-    snr         (1/|{d: s_d > 0}|) sum_{d: s_d > 0} |g_bar_d| / s_d, per coordinate and
-                averaged (Rainforth et al. 2018, "Tighter Variational Bounds are Not
-                Necessarily Better")
+    snr         (1/|N|) sum_{d in N} |g_bar_d| / s_d, per coordinate and averaged
+                (Rainforth et al. 2018, "Tighter Variational Bounds are Not Necessarily
+                Better") over the noisy coordinates N = {d: s_d > 1e-6 max_d' s_d'}: a
+                coordinate that is deterministic up to float32 rounding (a dead unit's
+                weights) would otherwise put an arbitrary ratio of rounding errors in the mean
     cosine      (1/R) sum_r <g_r, mu> / (||g_r|| ||mu||): how well one estimate points
     evals       forward evaluations of f per estimate (those inside derivatives of f
                 included), counted by running the estimate once
@@ -54,6 +56,10 @@ class EstimatorStats(NamedTuple):
     time_s: float
 
 
+# Coordinates whose spread is below this fraction of the largest are deterministic (rounding).
+SNR_NOISE_FLOOR = 1e-6
+
+
 def gradient_stats(samples: Any, truth: Any = None) -> dict[str, Any]:
     """The statistics of R replicas (a pytree with a leading axis R >= 2) against `truth` (a
     pytree like one replica, or None): mean, bias, bias_floor, variance,
@@ -67,7 +73,7 @@ def gradient_stats(samples: Any, truth: Any = None) -> dict[str, Any]:
     per_coord = flat.var(0, ddof=1)
     total = float(per_coord.sum())
     sd = np.sqrt(per_coord)
-    noisy = sd > 0
+    noisy = sd > SNR_NOISE_FLOOR * sd.max()
     snr = float(np.mean(np.abs(mean[noisy]) / sd[noisy])) if noisy.any() else math.inf
     bias = cosine = math.nan
     if truth is not None:

@@ -54,6 +54,10 @@ def test_gradient_stats_of_pytrees_and_errors():
     np.testing.assert_allclose(stats["variance_per_coordinate"], [2.0, 0.0, 0.0])
     assert stats["bias"] == 1.0 and stats["snr"] == 2.0 / math.sqrt(2.0)
     assert math.isnan(variance.gradient_stats(samples)["cosine"])
+    # A coordinate deterministic up to float32 rounding (spread 1e-9 of the largest) is left
+    # out of the SNR, like an exactly deterministic one: it would add |1e-3| / 1e-9 = 1e6.
+    rounding = {"a": samples["a"], "b": samples["b"] + jnp.array([[1e-3, 0.0], [1e-3 + 2e-9, 0.0]])}
+    assert variance.gradient_stats(rounding)["snr"] == pytest.approx(2.0 / math.sqrt(2.0))
     with pytest.raises(ValueError, match="needs >= 2 replicas"):
         variance.gradient_stats(jnp.ones((1, 3)))
     with pytest.raises(ValueError, match="truth has 2 coordinates, the estimates 3"):
