@@ -312,6 +312,28 @@ def test_vimco_trains_the_two_sample_bound_without_bias(latent):
     assert_mean_close(-flat, flat_truth, what="encoder gradient of L_2")
 
 
+@pytest.mark.parametrize("latent", ["bernoulli", "categorical"])
+def test_vimco_trains_a_few_steps(latent):
+    """Two jitted SGD steps on -L_2: finite bound, a non-zero encoder gradient, moved params."""
+    m, params = MODELS[latent], _params(latent)
+    tx = optax.sgd(1e-2)
+
+    @jax.jit
+    def step(p, opt_state, key):
+        loss = lambda q: de.loss_fn(q, {"image": X}, key, model=m, estimator="vimco",
+                                    num_samples=2)
+        (_, aux), grads = jax.value_and_grad(loss, has_aux=True)(p)
+        updates, opt_state = tx.update(grads, opt_state)
+        return optax.apply_updates(p, updates), opt_state, aux, grads
+
+    p, opt_state = params, tx.init(params)
+    for i in range(2):
+        p, opt_state, aux, grads = step(p, opt_state, jax.random.key(i))
+        assert np.isfinite(float(aux["elbo"])) and float(aux["fevals"]) == 2
+    assert float(optax.tree.norm(grads["params"]["encoder"])) > 0
+    assert float(optax.tree.norm(jax.tree.map(lambda a, b: a - b, p, params))) > 0
+
+
 def test_vimco_trains_and_its_errors():
     m, params = MODELS["categorical"], _params("categorical")
     loss, aux = de.loss_fn(params, {"image": X}, jax.random.key(0), model=m,
