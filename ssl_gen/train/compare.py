@@ -93,8 +93,12 @@ def _done(workdir: str, config) -> bool:
         return same and "preempted" not in json.load(f)
 
 
-def run(config, workdir: str) -> dvae_report.Report:
-    """Trains every (estimator, seed) of the sweep, then writes the report into `workdir`."""
+def run(config, workdir: str, *, verbose: bool = False) -> dvae_report.Report:
+    """Trains every (estimator, seed) of the sweep, then writes the report into `workdir`.
+
+    `verbose` prints a line per run (which, how long, its test NLL): the command line's
+    progress, since the runs themselves show no progress bar.
+    """
     if config.get("runner") != RUNNER:
         raise SweepError(f"config.runner is {config.get('runner')!r}, not {RUNNER!r}: "
                          "add `,sweep` to the config arg (or launch with ssl_gen.train.main)")
@@ -110,15 +114,25 @@ def run(config, workdir: str) -> dvae_report.Report:
     configs = {(e, s): run_config(config, e, s, tracked) for e in estimators for s in seeds}
     os.makedirs(workdir, exist_ok=True)
     runs, wall = [], {}
-    for (name, seed), c in configs.items():
+    say = print if (verbose and jax.process_index() == 0) else (lambda *a, **k: None)
+    for i, ((name, seed), c) in enumerate(configs.items(), start=1):
         run_dir = os.path.join(workdir, f"{name}_s{seed}")
         runs.append(dvae_report.Run(name, seed, run_dir))
+        head = f"[{i}/{len(configs)}] {name}, seed {seed}:"
         if _done(run_dir, c):
             log.info("%s: finished already, not retrained", run_dir)
+            say(f"{head} finished already in {run_dir}, not retrained", flush=True)
             continue
+        say(f"{head} training {c.num_train_steps} steps ...", end=" ", flush=True)
         t0 = time.perf_counter()
-        trainer.train_and_evaluate(c, run_dir)
+        final = trainer.train_and_evaluate(c, run_dir)
         wall[run_dir] = time.perf_counter() - t0
+        if "preempted" in final:
+            say("preempted: rerun the same command to resume", flush=True)
+            raise SweepError(f"preempted during {run_dir}; rerun the same command to resume")
+        nll = [v for k, v in sorted(final.items()) if k.startswith("nll_iwae")]
+        say(f"{wall[run_dir]:.0f} s, test NLL {nll[-1]:.2f}" if nll
+            else f"{wall[run_dir]:.0f} s", flush=True)
     notes = ["Wall time (training and evaluations): " + ", ".join(
         f"{os.path.basename(d)} {t:.0f} s" for d, t in wall.items()) + "."] if wall else []
     ds = config.dataset.name
@@ -131,11 +145,12 @@ def main(argv, config_flag, workdir_flag):
     """Runs the sweep of `--config` into `--workdir` and prints the table."""
     del argv
     logging.getLogger("absl").setLevel(logging.WARNING)
+    logging.getLogger("jax").setLevel(logging.WARNING)  # not "Unable to initialize 'tpu'"
     from ssl_gen.data import DatasetNotFoundError
     from ssl_gen.train.config_check import ConfigError
 
     try:
-        report = run(config_flag.value, workdir_flag.value)
+        report = run(config_flag.value, workdir_flag.value, verbose=True)
     except (SweepError, ConfigError, trainer.NonFiniteLossError, DatasetNotFoundError) as e:
         sys.exit(f"error: {e}")
     if jax.process_index() == 0:

@@ -30,6 +30,7 @@ def main(argv):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(_COORD.value, _NUM_PROC.value, _PROC_ID.value)
     logging.getLogger("absl").setLevel(logging.WARNING)
+    logging.getLogger("jax").setLevel(logging.WARNING)  # not "Unable to initialize 'tpu'"
     from ssl_gen.data import DatasetNotFoundError
     from ssl_gen.train.config_check import ConfigError
     from ssl_gen.train.trainer import NonFiniteLossError, train_and_evaluate

@@ -44,7 +44,7 @@ def test_run_configs_are_trainer_configs(sweep_config):
         compare.run_config(sweep_config, "disarm", 0)  # Bernoulli only
 
 
-def test_tiny_sweep_writes_the_report(sweep_config, tmp_path):
+def test_tiny_sweep_writes_the_report(sweep_config, tmp_path, capsys):
     report = compare.run(sweep_config, str(tmp_path))
     text = (tmp_path / "report.md").read_text()
     assert dvae_report.FAIRNESS in text
@@ -78,9 +78,22 @@ def test_tiny_sweep_writes_the_report(sweep_config, tmp_path):
     assert [s["estimator"] for s in summary] == ["rloo", "straight_through"]
 
     mtime = os.path.getmtime(tmp_path / "rloo_s0" / "final_metrics.json")
-    again = compare.run(sweep_config, str(tmp_path))  # finished: re-rendered, not retrained
+    again = compare.run(sweep_config, str(tmp_path), verbose=True)  # re-rendered, not retrained
     assert os.path.getmtime(tmp_path / "rloo_s0" / "final_metrics.json") == mtime
     assert again.table == report.table
+    said = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[")]
+    assert len(said) == 2 and said[0].startswith("[1/2] rloo, seed 0: finished already")
+
+
+def test_a_preempted_run_stops_the_sweep(sweep_config, tmp_path, monkeypatch):
+    """SIGTERM ends the run it hits with a checkpoint; the sweep must stop there (not train
+    the next estimator in a process asked to exit) and say how to resume."""
+    calls = []
+    monkeypatch.setattr(compare.trainer, "train_and_evaluate",
+                        lambda c, d: calls.append(d) or {"preempted": 1.0, "step": 2.0})
+    with pytest.raises(compare.SweepError, match="preempted during .*rloo_s0.*rerun"):
+        compare.run(sweep_config, str(tmp_path))
+    assert len(calls) == 1 and not (tmp_path / "report.md").exists()
 
 
 def test_bad_sweep_keys_are_one_line(sweep_config, tmp_path):
