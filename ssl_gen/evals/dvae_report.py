@@ -14,7 +14,8 @@ Columns, per estimator (mean over seeds, with the spread "± sd" when there are 
                    (log of the mean per-parameter variance of the encoder gradient,
                    `ssl_gen.evals.gradient_variance`), at the run's own parameters
   time / step      the median over logging intervals (the first, which compiles, left
-                   out) of 1 / steps_per_sec, in milliseconds
+                   out) of 1 / steps_per_sec, in milliseconds: training alone (the trainer
+                   leaves evaluation time out of steps_per_sec)
 """
 
 from __future__ import annotations

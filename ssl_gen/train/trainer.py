@@ -274,8 +274,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                     bar.set_postfix(loss=f"{means['loss']:.3f}")
                     _check_finite(state, last_saved)
                 if any(step % p == 0 for p in periods):
+                    t_eval = time.perf_counter()
                     _evaluate(config, b, state["params"], step, workdir, writer, final=False,
                               last=total)
+                    t_last += time.perf_counter() - t_eval  # steps_per_sec: training only
                 stop = preempt.requested or (multihost and ckpt.reached_preemption(step))
                 if ckpt.should_save(step) or stop:
                     _check_finite(state, last_saved)

@@ -53,6 +53,23 @@ def test_an_eval_due_at_the_last_step_runs_once(tiny_config, tmp_path, monkeypat
     assert calls == [(3, 2), (6, 2), (6, 4)]
 
 
+def test_steps_per_sec_leaves_evaluations_out(tiny_config, tmp_path, monkeypatch):
+    """An eval that sleeps 0.5 s every 2 steps would cap a timer that counted it at 4 steps/s;
+    the logged rate is training alone (the comparison's time / step column reads it)."""
+    import time
+
+    from ssl_gen.evals import iwae
+
+    monkeypatch.setattr(iwae, "evaluate", lambda p, ctx, **kw: time.sleep(0.5) or {})
+    tiny_config.evals = {"iwae": dict(every_steps=2, kwargs=dict(num_samples=2, chunk_size=2))}
+    tiny_config.num_train_steps = 8
+    tiny_config.checkpoint_every_steps = 1000  # saves block too: keep them out of this check
+    trainer.train_and_evaluate(tiny_config, str(tmp_path))
+    with open(tmp_path / "metrics.jsonl") as f:
+        rates = [r["steps_per_sec"] for r in map(json.loads, f) if r["split"] == "train"]
+    assert len(rates) == 4 and min(rates[1:]) > 16, rates  # the first interval compiles
+
+
 def test_eight_devices_match_one_device(tiny_config, tmp_path):
     # Same global batch, same keys: only the all-reduce order differs, so the curves agree
     # to float32 rounding compounded over 6 Adam steps; 1e-4 relative is ~100x that noise
