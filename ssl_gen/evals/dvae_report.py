@@ -281,15 +281,17 @@ def write_report(workdir: str, runs: Sequence[Run], *, title: str = "",
         "same points, as Tucker et al. (2017, Fig. 2) do.", cross] if cross else []
     parts = [f"# {title or 'Discrete VAE: estimator comparison'}", FAIRNESS, table,
              "The train ELBO of a relaxed estimator (Gumbel-Softmax) is its relaxed objective; "
-             "the test ELBO and NLL always score exact codes. Time per step excludes the "
-             "evaluations (the median logging interval).",
+             "the test ELBO and NLL always score exact codes. Time per step is training alone "
+             "(the median logging interval; evaluations are left out).",
              "## Encoder-gradient statistics (mean over each run's evaluations)",
              "Measured on a fixed training batch at the run's parameters "
              "(`ssl_gen.evals.gradient_variance`): bias against the reference gradient "
              "next to its noise floor, per-coordinate SNR, cosine to the reference. The reference "
              "is exact enumeration where the latent space has at most 4096 codes, otherwise "
-             "RLOO with 1000 samples (`gradient_variance.default_reference`), whose own noise "
-             "adds to the bias column.",
+             "the mean of two RLOO estimates with 1000 samples each "
+             "(`gradient_variance.default_reference`): its own error, estimated from the two, "
+             "adds to the bias and is in the floor (sqrt(V / R + reference_noise^2)), so an "
+             "unbiased estimator's bias sits at its floor either way.",
              grads, *cross_parts, "## Plots",
              *[f"![{os.path.basename(p)}](plots/{os.path.basename(p)})" for p in plots],
              "## Runs", "\n".join(f"- {r.estimator}, seed {r.seed}: "

@@ -6,10 +6,12 @@ gradient estimates g_1..g_R of the ELBO with respect to the encoder's parameters
 (`est.grad_samples`), and they are compared with a reference gradient mu (exact enumeration
 when the latent is small enough, otherwise a high-sample unbiased estimate). The statistics
 are those of `est.variance.gradient_stats` (one definition in the codebase): bias ||g_bar -
-mu|| next to its noise floor sqrt(V / R), the variance V = sum_d s_d^2 (the covariance's
-trace), the per-coordinate SNR (Rainforth et al. 2018) and the mean cosine to mu; plus
-`log_variance` = log((1/D) sum_d s_d^2), the mean per-parameter variance REBAR plots
-(tensorflow/models research/rebar: `reduce_mean` of the per-parameter variances).
+mu|| next to its noise floor sqrt(V / R + e^2) (e, `reference_noise`: the error of a Monte
+Carlo reference, estimated from two independent evaluations of it; 0 for exact
+enumeration), the variance V = sum_d s_d^2 (the covariance's trace), the per-coordinate SNR
+(Rainforth et al. 2018) and the mean cosine to mu; plus `log_variance` = log((1/D) sum_d
+s_d^2), the mean per-parameter variance REBAR plots (tensorflow/models research/rebar:
+`reduce_mean` of the per-parameter variances).
 
 `gradient_statistics` is a pure function of (params, batch, key): the caller (a notebook,
 the comparison sweep) chooses when to call it. `evaluate` is the trainer's eval
@@ -77,18 +79,38 @@ def gradient_replicas(loss_fn: LossFn, params: Any, batch: Mapping[str, jax.Arra
     return jnp.concatenate([g.reshape(num_replicas, -1) for g in jax.tree.leaves(grads)], 1)
 
 
-def summarize(grads: Any, truth: Any) -> dict[str, float]:
-    """The tracker's statistics from replicas (R, D) and a reference (D,), as floats."""
+def summarize(grads: Any, truth: Any, reference_noise: float = 0.0) -> dict[str, float]:
+    """The tracker's statistics from replicas (R, D) and a reference (D,), as floats.
+
+    `reference_noise` is the expected error ||mu - E mu|| of a Monte Carlo reference (0 for
+    exact enumeration): it adds in quadrature to the floor, sqrt(V / R + noise^2), the size
+    the bias has without any bias in the estimator.
+    """
     stats = est.variance.gradient_stats(grads, truth)
     mean_variance = float(np.mean(stats["variance_per_coordinate"]))
     return {
         "log_variance": float(np.log(mean_variance)) if mean_variance > 0 else -np.inf,
         "variance": stats["variance"],
         "bias": stats["bias"],
-        "bias_floor": stats["bias_floor"],
+        "bias_floor": math.sqrt(stats["bias_floor"] ** 2 + reference_noise ** 2),
+        "reference_noise": float(reference_noise),
         "snr": stats["snr"],
         "cosine": stats["cosine"],
     }
+
+
+def reference_gradient(replicas: np.ndarray) -> tuple[np.ndarray, float]:
+    """(mean, the expected error of the mean) of R >= 1 reference replicas (R, D).
+
+    One replica is taken as exact (error 0: exact enumeration). With R >= 2 the error of
+    the mean is sqrt(V / R), V = sum_d s_d^2 estimated from the replicas; summed over the D
+    coordinates, even R = 2 estimates it well.
+    """
+    replicas = np.asarray(replicas, np.float64)
+    if replicas.shape[0] < 2:
+        return replicas[0], 0.0
+    total = float(replicas.var(0, ddof=1).sum())
+    return replicas.mean(0), math.sqrt(total / replicas.shape[0])
 
 
 # Jitted replica functions, one per (objective, estimator kwargs, R, path); jax.jit adds
@@ -178,8 +200,10 @@ def gradient_statistics(
       key: one key: the reference and each estimator get their own (`fold_in` by index).
       estimators: name -> the objective's kwargs for that estimator (estimator, num_samples,
         temperature_schedule, ...), e.g. the presets of experiments/dvae_estimators.py.
-      reference: the objective's kwargs for the reference gradient, one replica of it:
-        `{"estimator": "exact"}`, or a high-sample unbiased estimator.
+      reference: the objective's kwargs for the reference gradient: `{"estimator":
+        "exact"}` (one evaluation, no error), or a high-sample unbiased estimator, evaluated
+        twice: their mean is the reference, their spread its error (`reference_noise`, in
+        the floor; see `summarize`).
       num_replicas: R >= 2 per estimator.
       path: the parameter subtree whose gradient is measured (the encoder's).
       states: name -> state for stateful estimators; `init_state(**kwargs)` (e.g.
@@ -188,13 +212,13 @@ def gradient_statistics(
         measured at its current temperature); None: the schedule's start.
 
     Returns:
-      name -> {log_variance, variance, bias, bias_floor, snr, cosine} (floats).
+      name -> {log_variance, variance, bias, bias_floor, reference_noise, snr, cosine}.
     """
     states = dict(states or {})
     step = None if step is None else jnp.asarray(step, jnp.int32)
-    truth = replica_fn(loss_fn, reference, 1, path)(
-        params, batch, jax.random.fold_in(key, 0), None, step)[0]
-    truth = np.asarray(truth)
+    exact = _is_exact(reference)
+    truth, noise = reference_gradient(replica_fn(loss_fn, reference, 1 if exact else 2, path)(
+        params, batch, jax.random.fold_in(key, 0), None, step))
     out = {}
     for i, (name, kwargs) in enumerate(estimators.items(), start=1):
         state = states.get(name)
@@ -202,8 +226,13 @@ def gradient_statistics(
             state = init_state(**thaw(kwargs))
         grads = replica_fn(loss_fn, kwargs, num_replicas, path)(
             params, batch, jax.random.fold_in(key, i), state, step)
-        out[name] = summarize(np.asarray(grads), truth)
+        out[name] = summarize(np.asarray(grads), truth, noise)
     return out
+
+
+def _is_exact(reference: Mapping[str, Any]) -> bool:
+    spec = reference.get("estimator")
+    return (spec if isinstance(spec, str) else dict(spec or {}).get("name")) == "exact"
 
 
 # Exact enumeration as the reference up to this many codes per example (C^N or 2^N).
@@ -249,7 +278,8 @@ def evaluate(params, ctx, *, estimators: Mapping[str, Mapping[str, Any]],
       prefix: metric names are `<prefix><estimator>/<statistic>`.
 
     Returns:
-      `<prefix><name>/{log_variance, variance, bias, bias_floor, snr, cosine}` per estimator.
+      `<prefix><name>/{log_variance, variance, bias, bias_floor, reference_noise, snr,
+      cosine}` per estimator.
     """
     module = importlib.import_module(f"ssl_gen.objectives.{objective}")
     shared = thaw(objective_kwargs or {})

@@ -62,6 +62,29 @@ def test_statistics_match_a_direct_computation():
             assert 0 < s["cosine"] < 1
 
 
+def test_a_monte_carlo_reference_is_two_replicas_and_its_error_is_in_the_floor():
+    """With RLOO as the reference: mu is the mean of its two replicas (the first two keys of
+    a 2-replica draw), e = sqrt(V_ref / 2) from their spread, and floor^2 = V / R + e^2; an
+    exact reference has e = 0 (checked above: floor^2 = V / R)."""
+    params = MODEL.init({"params": jax.random.key(0)}, X)
+    key = jax.random.key(1)
+    ref = dict(estimator={"name": "score_function", "baseline": "loo"}, num_samples=4)
+    stats = gv.gradient_statistics(LOSS, params, {"image": X}, key, estimators={
+        "disarm": ESTIMATORS["disarm"]}, reference=ref, num_replicas=R)["disarm"]
+    two = _direct(params, jax.random.fold_in(key, 0), ref, 2)  # (2, D)
+    noise = np.sqrt(two.var(0, ddof=1).sum() / 2)
+    assert noise > 0.05  # a 4-sample reference is visibly noisy: the check below can fail
+    np.testing.assert_allclose(stats["reference_noise"], noise, rtol=1e-4)
+    g = _direct(params, jax.random.fold_in(key, 1), ESTIMATORS["disarm"], R)
+    np.testing.assert_allclose(stats["bias"], np.linalg.norm(g.mean(0) - two.mean(0)),
+                               rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(stats["bias_floor"],
+                               np.sqrt(g.var(0, ddof=1).sum() / R + noise ** 2), rtol=1e-4)
+    assert stats["bias"] < 5 * stats["bias_floor"]  # unbiased, against a noisy reference
+    mean, err = gv.reference_gradient(np.ones((1, 3)))
+    assert err == 0.0 and mean.tolist() == [1.0, 1.0, 1.0]  # one replica: taken as exact
+
+
 def test_stateful_estimator_is_measured_from_its_state_and_errors():
     params = MODEL.init({"params": jax.random.key(0)}, X)
     ma = dict(estimator={"name": "score_function", "baseline": "moving_average"},
