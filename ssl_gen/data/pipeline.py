@@ -382,10 +382,7 @@ class BinarizedSource:
         return self._n
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        if not -self._n <= index < self._n:
-            raise IndexError(f"index {index} out of range for {self._n} examples")
-        batch = self.get_batch(np.array([int(index) % self._n]))
-        return {k: v[0] for k, v in batch.items()}
+        return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, np.ndarray]]:
         for i in indices:

@@ -29,6 +29,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ssl_gen.evals.estimator_report import figure, save_figure
+
 PREFIX = "gradvar/"  # the tracker's metric prefix (gradient_variance.evaluate)
 FAIRNESS = ("Equal budgets of function evaluations are the fair comparison: compare "
             "estimators at the same `f evals / step` (decoder evaluations per example per "
@@ -72,13 +74,19 @@ def _series(rows: list[dict], split: str, key: str) -> dict[int, float]:
     return out
 
 
+def final_nll(final: dict[str, float]) -> tuple[int | None, float]:
+    """(k, NLL) of the largest-k importance-sampled bound `nll_iwae<k>` in a run's final
+    metrics, or (None, nan) when there is none."""
+    ks = sorted(int(k[len("nll_iwae"):]) for k in final if k.startswith("nll_iwae"))
+    return (ks[-1], float(final[f"nll_iwae{ks[-1]}"])) if ks else (None, math.nan)
+
+
 def summarize_run(run: Run) -> dict[str, Any]:
     """One run's row and curves from its workdir."""
     with open(os.path.join(run.workdir, "final_metrics.json")) as f:
         final = json.load(f)
     rows = _read_jsonl(os.path.join(run.workdir, "metrics.jsonl"))
-    nll_keys = sorted((k for k in final if k.startswith("nll_iwae")),
-                      key=lambda k: int(k[len("nll_iwae"):]))
+    nll_k, nll = final_nll(final)
     speed = _series(rows, "train", "steps_per_sec")
     rates = [v for _, v in sorted(speed.items())][1:] or list(speed.values())
     fevals = _series(rows, "train", "fevals")
@@ -97,8 +105,8 @@ def summarize_run(run: Run) -> dict[str, Any]:
         "seed": run.seed,
         "fevals": mean(list(fevals.values())),
         "test_elbo": float(final.get("elbo", math.nan)),
-        "test_nll": float(final[nll_keys[-1]]) if nll_keys else math.nan,
-        "nll_k": int(nll_keys[-1][len("nll_iwae"):]) if nll_keys else None,
+        "test_nll": nll,
+        "nll_k": nll_k,
         "mean_log_variance": mean(finite(gv["log_variance"])),
         "time_ms": 1e3 / float(np.median(rates)) if rates else math.nan,
         "steps": int(final.get("step", 0)),
@@ -165,15 +173,25 @@ def gradient_table(summaries: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def _tracked_several(summaries: Sequence[dict]) -> bool:
+    """Whether some run's tracker measured more than its own estimator (track="all")."""
+    return max((len(s["along"]) for s in summaries), default=0) >= 2
+
+
+def _measured(runs: Sequence[dict], groups: dict[str, list[dict]]) -> list[str]:
+    """The estimators `runs` measured, in sweep order (then any others, sorted)."""
+    found = {m for r in runs for m in r["along"]}
+    return [m for m in groups if m in found] + sorted(found - set(groups))
+
+
 def trajectory_table(summaries: Sequence[dict]) -> str:
     """Mean log-variance of every measured estimator (columns) along each run's trajectory
     (rows; means over seeds): empty when each run measured only its own estimator (the
     sweep's `track="own"`)."""
     groups = aggregate(summaries)
-    found = {m for s in summaries for m in s["along"]}
-    measured = [m for m in groups if m in found] + sorted(found - set(groups))  # sweep order
-    if max((len(s["along"]) for s in summaries), default=0) < 2:  # track="own": a diagonal
+    if not _tracked_several(summaries):  # track="own": only a diagonal
         return ""
+    measured = _measured(summaries, groups)
     lines = ["| trajectory / measured | " + " | ".join(measured) + " |",
              "|---|" + "|".join("---" for _ in measured) + "|"]
     for name, runs in groups.items():
@@ -197,26 +215,18 @@ def plot_trajectories(summaries: Sequence[dict], path: str) -> str | None:
     """One panel per trajectory (the run's estimator), one line per measured estimator:
     log-variance against step, means over seeds (REBAR's Fig. 2 layout)."""
     groups = aggregate(summaries)
-    if max((len(s["along"]) for s in summaries), default=0) < 2:
+    if not _tracked_several(summaries):
         return None
-    from matplotlib.figure import Figure  # no pyplot: a notebook's backend is left alone
-
-    fig = Figure(figsize=(4.5 * len(groups), 3.4))
-    axes = fig.subplots(1, len(groups), squeeze=False, sharey=True)
-    for ax, (name, runs) in zip(axes[0], groups.items(), strict=True):
-        found = {m for r in runs for m in r["along"]}
-        for m in [m for m in groups if m in found] + sorted(found - set(groups)):
+    fig, axes = figure(len(groups), 4.5, 3.4, sharey=True)
+    for ax, (name, runs) in zip(axes, groups.items(), strict=True):
+        for m in _measured(runs, groups):
             steps, ys = _mean_curve([r["along"].get(m, {}) for r in runs])
             ax.plot(steps, ys, label=m, linewidth=1.2, **_style(m, list(groups)))
         ax.set_title(f"on the {name} trajectory", fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("log-variance of the encoder gradient")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    axes[0].set_ylabel("log-variance of the encoder gradient")
+    return save_figure(fig, path, legend=axes[0])
 
 
 def _mean_curve(curves: Sequence[dict[int, float]]) -> tuple[list[int], list[float]]:
@@ -228,12 +238,9 @@ def _mean_curve(curves: Sequence[dict[int, float]]) -> tuple[list[int], list[flo
 
 def plot_curves(summaries: Sequence[dict], path: str, titles: Sequence[str]) -> str:
     """One panel per curve title, one line per estimator (mean over seeds) against step."""
-    from matplotlib.figure import Figure  # no pyplot: a notebook's backend is left alone
-
     groups = aggregate(summaries)
-    fig = Figure(figsize=(5 * len(titles), 3.6))
-    axes = fig.subplots(1, len(titles), squeeze=False)
-    for ax, title in zip(axes[0], titles, strict=True):
+    fig, axes = figure(len(titles), 5)
+    for ax, title in zip(axes, titles, strict=True):
         for name, runs in groups.items():
             steps, ys = _mean_curve([r["curves"][title] for r in runs])
             ax.plot(steps, ys, label=name, linewidth=1.2, marker="." if len(steps) < 30 else None,
@@ -241,11 +248,7 @@ def plot_curves(summaries: Sequence[dict], path: str, titles: Sequence[str]) -> 
         ax.set_xlabel("step")
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return save_figure(fig, path, legend=axes[0])
 
 
 class Report(NamedTuple):

@@ -68,18 +68,24 @@ def markdown_table(rows: Sequence[Any], columns: Sequence[tuple[str, str]] = COL
     return "\n".join(lines)
 
 
-def _figure(panels: int, width: float):
-    """(figure, 1-D array of axes) without pyplot, so a notebook's backend is left alone."""
+def figure(panels: int, width: float, height: float = 3.6, **subplots_kw):
+    """(figure, 1-D array of `panels` axes in a row), without pyplot, so a notebook's
+    backend is left alone. `width` is per panel; `subplots_kw` goes to `Figure.subplots`."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width * panels, 3.6))
-    return fig, np.atleast_1d(fig.subplots(1, panels))
+    fig = Figure(figsize=(width * panels, height))
+    return fig, np.atleast_1d(fig.subplots(1, panels, **subplots_kw))
 
 
-def _save(fig, path: str) -> str:
+def save_figure(fig, path: str, *, title: str = "", legend=None, dpi: int = 100) -> str:
+    """Adds the legend (on axes `legend`) and the title, lays out and writes `path`."""
+    if legend is not None:
+        legend.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=dpi)
     return path
 
 
@@ -88,7 +94,7 @@ def plot_rows(rows: Sequence[Any], path: str, title: str = "") -> str:
     rows = [as_dict(r) for r in rows]
     names = [r["name"] for r in rows]
     x = np.arange(len(rows))
-    fig, axes = _figure(4, 4)
+    fig, axes = figure(4, 4)
     panels = [("variance", "variance (trace)", True), ("bias", "bias |mean - truth|", True),
               ("snr", "SNR (per coordinate)", False), ("cosine", "cosine to truth", False)]
     for ax, (field, label, log) in zip(axes, panels, strict=True):
@@ -102,9 +108,7 @@ def plot_rows(rows: Sequence[Any], path: str, title: str = "") -> str:
             ax.set_yscale("log")
         ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
         ax.set_title(label, fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path, title=title)
 
 
 def plot_sweep(rows: Sequence[Any], x_field: str, path: str, title: str = "",
@@ -112,8 +116,8 @@ def plot_sweep(rows: Sequence[Any], x_field: str, path: str, title: str = "",
     """One line per estimator of each field against `x_field` (a sweep, e.g. over k)."""
     rows = [as_dict(r) for r in rows]
     names = list(dict.fromkeys(r["name"] for r in rows))
-    fig, axes = _figure(len(fields), 4.5)
-    for ax, field in zip(np.atleast_1d(axes), fields, strict=True):
+    fig, axes = figure(len(fields), 4.5)
+    for ax, field in zip(axes, fields, strict=True):
         for name in names:
             mine = sorted((r for r in rows if r["name"] == name), key=lambda r: r[x_field])
             xs = [float(r[x_field]) for r in mine]
@@ -123,10 +127,7 @@ def plot_sweep(rows: Sequence[Any], x_field: str, path: str, title: str = "",
             ax.set_yscale("log")
         ax.set_xlabel(x_field)
         ax.set_title(field, fontsize=9)
-    np.atleast_1d(axes)[0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path, title=title, legend=axes[0])
 
 
 def plot_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str,
@@ -134,13 +135,10 @@ def plot_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str,
     """Curves along a trajectory: `curves[name][field]` per estimator, one panel per field
     other than `x` (e.g. loss and log-variance of the gradient along training)."""
     fields = [f for f in next(iter(curves.values())) if f != x]
-    fig, axes = _figure(len(fields), 4.5)
-    for ax, field in zip(np.atleast_1d(axes), fields, strict=True):
+    fig, axes = figure(len(fields), 4.5)
+    for ax, field in zip(axes, fields, strict=True):
         for name, curve in curves.items():
             ax.plot(curve[x], curve[field], label=name, linewidth=1)
         ax.set_xlabel(x)
         ax.set_title(field, fontsize=9)
-    np.atleast_1d(axes)[0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path, title=title, legend=axes[0])

@@ -237,7 +237,8 @@ def _is_exact(reference: Mapping[str, Any]) -> bool:
 
 # Exact enumeration as the reference up to this many codes per example (C^N or 2^N).
 MAX_EXACT_CODES = 4096
-# Otherwise: RLOO with this many samples (unbiased; its own noise adds to the bias column).
+# Otherwise: RLOO with this many samples, evaluated twice (`gradient_statistics`: the mean
+# is the reference, the spread its error, which goes into the bias floor).
 REFERENCE_SAMPLES = 1000
 
 

@@ -177,10 +177,11 @@ def kl_weight_at(beta: float, kl_warmup_steps: int, step=None):
 
     KL warm-up (Bowman et al. 2016; Sonderby et al. 2016, "Ladder VAEs", Sec. 2.3) keeps
     the posterior from collapsing onto the prior before the decoder can use the code: on
-    `digits_binarized` a categorical VAE trained on the ELBO from step 0 sits at KL ~0.01
-    nats for hundreds of steps, and with 500 steps of warm-up reaches test NLL ~19 instead of
-    ~25 (`experiments/dvae_estimators.py`). `step=None` (a call outside the trainer) and
-    `kl_warmup_steps=0` give beta: the ELBO itself.
+    `digits_binarized` a categorical VAE trained on the ELBO from step 0 is at KL 0.003 nats
+    by step 200; after 2,000 steps its test NLL is 25.54 with RLOO (no better than
+    independent pixels) and 21.07 with Gumbel-Softmax, against 22.62 and 19.74 with 500
+    steps of warm-up (`experiments/dvae_estimators.py`). `step=None` (a call outside the
+    trainer) and `kl_warmup_steps=0` give beta: the ELBO itself.
     """
     if not (isinstance(kl_warmup_steps, int) and kl_warmup_steps >= 0):
         raise ValueError(f"discrete_elbo: kl_warmup_steps must be an int >= 0, got "
@@ -243,7 +244,8 @@ def loss_fn(
     Returns:
       (loss, aux): loss = -mean(recon - beta_t KL); aux = {elbo, recon, kl, fevals[,
       temperature][, kl_weight][, estimator_state]}, the metrics averaged over real examples
-      (`elbo` is always the ELBO, beta = 1, whatever the loss weighs the KL by).
+      (`elbo` is the ELBO, beta = 1, whatever the loss weighs the KL by; for the
+      multi-sample estimators of `MULTI_SAMPLE` it is the K-sample bound they train).
     """
     kl_weight = kl_weight_at(beta, kl_warmup_steps, step)
     if multi_sample_name(estimator):
@@ -252,7 +254,7 @@ def loss_fn(
                              "estimator_state must be None")
         return _multi_sample_loss(params, batch, rng, model=model, estimator=estimator,
                                   num_samples=num_samples, schedule=temperature_schedule,
-                                  kl_weight=kl_weight, warm=bool(kl_warmup_steps))
+                                  kl_weight=kl_weight, kl_warmup_steps=kl_warmup_steps)
     x = batch["image"]
     mask = batch.get("mask")
     e, tau = resolve_estimator(estimator, temperature_schedule, step)
@@ -300,7 +302,7 @@ def loss_fn(
 
 
 def _multi_sample_loss(params, batch, rng, *, model, estimator, num_samples, schedule,
-                       kl_weight, warm):
+                       kl_weight, kl_warmup_steps):
     r"""-L_K, the K-sample bound with the VIMCO (or plain score-function) gradient.
 
     L_K = E[log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x)] (`est.multi_sample_bound`). With a
@@ -329,6 +331,6 @@ def _multi_sample_loss(params, batch, rng, *, model, estimator, num_samples, sch
     kl = kl_to_uniform(dist_fn(logits))
     aux = {"elbo": masked_mean(bound, mask), "kl": masked_mean(kl, mask),
            "fevals": jnp.asarray(num_samples, jnp.float32)}
-    if warm:
+    if kl_warmup_steps:
         aux["kl_weight"] = jnp.asarray(kl_weight, jnp.float32)
     return -masked_mean(bound + (1.0 - kl_weight) * kl, mask), aux

@@ -128,11 +128,10 @@ def run(config, workdir: str, *, verbose: bool = False) -> dvae_report.Report:
         final = trainer.train_and_evaluate(c, run_dir)
         wall[run_dir] = time.perf_counter() - t0
         if "preempted" in final:
-            say("preempted: rerun the same command to resume", flush=True)
+            say("preempted", flush=True)
             raise SweepError(f"preempted during {run_dir}; rerun the same command to resume")
-        nll = [v for k, v in sorted(final.items()) if k.startswith("nll_iwae")]
-        say(f"{wall[run_dir]:.0f} s, test NLL {nll[-1]:.2f}" if nll
-            else f"{wall[run_dir]:.0f} s", flush=True)
+        k, nll = dvae_report.final_nll(final)
+        say(f"{wall[run_dir]:.0f} s" + (f", test NLL {nll:.2f}" if k else ""), flush=True)
     notes = ["Wall time (training and evaluations): " + ", ".join(
         f"{os.path.basename(d)} {t:.0f} s" for d, t in wall.items()) + "."] if wall else []
     ds = config.dataset.name
