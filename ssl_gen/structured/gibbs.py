@@ -35,8 +35,9 @@ next to it in float32 (score gaps of ~16 nats). Two changes remove both problems
    \sum_j a_kj sqrt(d_j / d_k), and log Z = \sum_{k != r} (l_k + log P_k).
 
 So log Z is accurate to float rounding until a scaled weight a_ij underflows (score gaps
-beyond ~85 nats in float32, or degree ratios beyond e^160): then -inf or NaN; use
-`jax.config.update("jax_enable_x64", True)` there. The cost is n sequential O(n^2) steps of
+beyond ~85 nats in float32, ~700 in float64; or degree ratios beyond e^160 in float32,
+e^1400 in float64): then -inf or NaN; use `jax.config.update("jax_enable_x64", True)` and
+float64 scores there (float32 scores compute in float32 in either mode). The cost is n sequential O(n^2) steps of
 a `lax.fori_loop` (~1 ms at n = 64 on one CPU core); marginals are its reverse-mode
 gradient (same accuracy; memory O(n^3) for the stored steps).
 
@@ -51,6 +52,8 @@ Conventions: theta is a symmetric (..., n, n) array (see `graph.py` for `mask` a
 eager checks; under jit the symmetric part (theta + theta^T) / 2 is used, so
 `jax.grad(log_partition)(theta)` equals `marginals(theta) / 2`: each edge appears twice).
 """
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -158,8 +161,10 @@ def _log_partition_of(sym, present, roots):
     scaled = jnp.where(present, sym, 0.0) - half[..., :, None] - half[..., None, :]
     a = jnp.where(present, jnp.exp(scaled), 0.0)  # (..., n, n) in [0, 1], 0 on the diagonal
     # ratio[k, j] = sqrt(d_j / d_k), 0 on the diagonal, so that P_k = sum_j a_kj ratio[k, j]
-    # (clipped at e^80: degree ratios beyond e^160 are out of float32's reach anyway).
-    ratio = jnp.exp(jnp.clip(half[..., None, :] - half[..., :, None], -80.0, 80.0))
+    # (clipped at e^80 in float32, e^701 in float64: exp and a row's sum stay finite, and
+    # degree ratios beyond the square are out of the dtype's reach anyway).
+    bound = math.floor(math.log(jnp.finfo(sym.dtype).max)) - 8.0
+    ratio = jnp.exp(jnp.clip(half[..., None, :] - half[..., :, None], -bound, bound))
     ratio = jnp.where(jnp.eye(n, dtype=bool), 0.0, ratio)
     alive = jnp.ones(sym.shape[:-1], sym.dtype)  # (..., n): 1 until a node is eliminated
 

@@ -180,7 +180,8 @@ def _kruskal(key, present, *, num_candidates: int):
     src, dst = jnp.asarray(iu, jnp.int32)[order], jnp.asarray(ju, jnp.int32)[order]  # (K,)
     usable = edge_present[order]  # (K,)
     num_present = jnp.sum(usable, dtype=jnp.int32)
-    stop = jnp.max(jnp.where(usable, jnp.arange(1, num_candidates + 1), 0))  # past the last
+    position = jnp.arange(1, num_candidates + 1, dtype=jnp.int32)
+    stop = jnp.max(jnp.where(usable, position, 0))  # one past the last usable candidate
 
     def body(state):
         k, added, comp, tree_u, tree_v = state
@@ -205,7 +206,7 @@ def _kruskal(key, present, *, num_candidates: int):
         jnp.zeros(n, jnp.int32),  # tree edges, endpoint v
     )
     _, added, _, tree_u, tree_v = lax.while_loop(cond, body, init)
-    kept = (jnp.arange(n) < added).astype(jnp.int32)
+    kept = (jnp.arange(n, dtype=jnp.int32) < added).astype(jnp.int32)
     upper = jnp.zeros((n, n), jnp.int32).at[tree_u, tree_v].add(kept) > 0
     exact = (added == n - 1) | (num_present == jnp.sum(edge_present, dtype=jnp.int32))
     return upper | upper.T, exact
@@ -214,7 +215,7 @@ def _kruskal(key, present, *, num_candidates: int):
 def _prim(key, present):
     """Dense Prim on one graph. key, present: (n, n). Returns the (n, n) boolean forest."""
     n = key.shape[-1]
-    eidx = jnp.asarray(edge_index(n))  # (n, n) tie-break order
+    eidx = jnp.asarray(edge_index(n), jnp.int32)  # (n, n) tie-break order
     no_edge = n * n  # larger than every edge index
 
     def body(_, state):
@@ -225,8 +226,11 @@ def _prim(key, present):
         # The next node is the outside node whose best edge is smallest in (key, index).
         kmin = jnp.min(jnp.where(reach, best_key, jnp.inf))
         imin = jnp.min(jnp.where(reach & (best_key == kmin), best_idx, no_edge))
-        v_edge = jnp.argmax(reach & (best_idx == imin))
-        v_root = jnp.argmax(outside)  # nothing reachable: a new component starts here
+        # argmax returns the default int (int64 under jax_enable_x64): node indices are
+        # int32 throughout, so the loop carry keeps one dtype in both modes.
+        v_edge = jnp.argmax(reach & (best_idx == imin)).astype(jnp.int32)
+        # Nothing reachable: a new component starts at the smallest outside node.
+        v_root = jnp.argmax(outside).astype(jnp.int32)
         v = jnp.where(any_reach, v_edge, v_root)
         parent = parent.at[v].set(jnp.where(any_reach, best_from[v], -1))
         in_tree = in_tree.at[v].set(True)

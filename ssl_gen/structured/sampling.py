@@ -126,7 +126,7 @@ def _sample(key, theta, mask, max_steps):
     cdf = jnp.cumsum(q, axis=-1)  # (..., n, n)
     # The last neighbour with positive probability: the draw is clipped to it, in case
     # rounding puts the uniform at (or above) the row's total.
-    last = n - 1 - jnp.argmax(jnp.flip(q > 0, axis=-1), axis=-1)  # (..., n)
+    last = n - 1 - jnp.argmax(jnp.flip(q > 0, axis=-1), axis=-1).astype(jnp.int32)  # (..., n)
     num = math.prod(batch_shape)
     keys = jax.random.split(key, num)
     walk = functools.partial(_wilson, max_steps=max_steps)  # traced: one compilation
@@ -145,6 +145,8 @@ def _wilson(key, cdf, last, roots, *, max_steps):
 
     def from_node(start, carry):
         in_tree, nxt, steps = carry
+        # Node indices are int32 in both modes (the loop index is int64 under x64).
+        start = start.astype(jnp.int32)
 
         def walking(c):
             u, _, steps = c
@@ -174,8 +176,8 @@ def _wilson(key, cdf, last, roots, *, max_steps):
         _, in_tree = lax.while_loop(retracing, add, (start, in_tree))
         return in_tree, nxt, steps
 
-    init = (roots, jnp.arange(n), jnp.int32(0))
+    init = (roots, jnp.arange(n, dtype=jnp.int32), jnp.int32(0))
     in_tree, nxt, _ = lax.fori_loop(0, n, from_node, init)
     attached = (in_tree & ~roots).astype(jnp.int32)  # nodes with an edge to nxt
-    adj = jnp.zeros((n, n), jnp.int32).at[jnp.arange(n), nxt].add(attached) > 0
+    adj = jnp.zeros((n, n), jnp.int32).at[jnp.arange(n, dtype=jnp.int32), nxt].add(attached) > 0
     return adj | adj.T
