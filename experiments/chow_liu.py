@@ -22,7 +22,10 @@ The workdir gets report.md, rows.json and the PNG plots. Override anything, e.g.
 
 import ml_collections
 
-from experiments.common import parse_arg
+try:
+    from experiments.common import parse_arg
+except ImportError:  # installed, outside the repository: the configs ship as ssl_gen_experiments
+    from ssl_gen_experiments.common import parse_arg
 
 
 def _estimators(**specs):

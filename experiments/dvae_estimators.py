@@ -52,7 +52,10 @@ import copy
 
 import ml_collections
 
-from experiments.common import parse_arg
+try:
+    from experiments.common import parse_arg
+except ImportError:  # installed, outside the repository: the configs ship as ssl_gen_experiments
+    from ssl_gen_experiments.common import parse_arg
 
 # Estimator presets: objective kwargs of `ssl_gen.objectives.discrete_elbo.loss_fn`.
 ESTIMATORS = {

@@ -19,7 +19,10 @@ printed too. Override anything: `--config.num_replicas=5000 --config.bernoulli.s
 
 import ml_collections
 
-from experiments.common import parse_arg
+try:
+    from experiments.common import parse_arg
+except ImportError:  # installed, outside the repository: the configs ship as ssl_gen_experiments
+    from ssl_gen_experiments.common import parse_arg
 
 
 def _estimators(**specs):

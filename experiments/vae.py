@@ -15,7 +15,10 @@ Override anything: `--config.num_train_steps=2000 --config.model.kwargs.latent_d
 
 import ml_collections
 
-from experiments.common import parse_arg
+try:
+    from experiments.common import parse_arg
+except ImportError:  # installed, outside the repository: the configs ship as ssl_gen_experiments
+    from ssl_gen_experiments.common import parse_arg
 
 
 def get_config(arg=None):
