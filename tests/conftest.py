@@ -21,6 +21,13 @@ import pytest  # noqa: E402
 # times or stresses the compiled code can turn them back on locally.
 jax.config.update("jax_disable_most_optimizations", True)
 
+# SSL_GEN_X64=1 runs the suite with 64-bit types on (`jax_enable_x64`), the mode a user who
+# needs float64 works in; tests/test_x64.py runs the structured/ and estimators/ tests this
+# way in a subprocess. Set before any array exists: the flag changes default dtypes.
+X64 = os.environ.get("SSL_GEN_X64", "").lower() in ("1", "true", "yes")
+if X64:
+    jax.config.update("jax_enable_x64", True)
+
 
 @pytest.fixture(scope="session")
 def devices():

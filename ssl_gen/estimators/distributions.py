@@ -242,8 +242,9 @@ class Categorical(NamedTuple):
 
     def hard(self, perturbed: jax.Array) -> jax.Array:
         """Gumbel-Max: onehot(argmax(perturbed)) over the class axis (no gradient)."""
-        one_hot = jax.nn.one_hot(jnp.argmax(perturbed, axis=-1), self.num_classes)
-        return jax.lax.stop_gradient(one_hot.astype(perturbed.dtype))
+        one_hot = jax.nn.one_hot(jnp.argmax(perturbed, axis=-1), self.num_classes,
+                                 dtype=perturbed.dtype)
+        return jax.lax.stop_gradient(one_hot)
 
     def soft(self, perturbed: jax.Array, temperature: float) -> jax.Array:
         """The Concrete relaxation softmax(perturbed / temperature) over the class axis."""

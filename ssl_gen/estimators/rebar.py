@@ -134,20 +134,27 @@ def rebar(temperature: float = 0.5, eta: float = 1.0) -> Estimator:
     """
     temperature = float(check_temperature("rebar", temperature))
     eta = float(eta)
-    params = RelaxParams(jnp.asarray(eta), jnp.asarray(math.log(temperature)),
-                         jnp.zeros((0,)), jnp.zeros((0,)), jnp.zeros((0,)))
 
     def estimate(f, dist, key, num_samples):
+        _check_dist("rebar", dist)
+        dtype = jnp.result_type(dist.logits, float)  # the logits' precision, in both modes
+        empty = jnp.zeros((0,), dtype)
+        params = RelaxParams(jnp.asarray(eta, dtype), jnp.asarray(math.log(temperature), dtype),
+                             empty, empty, empty)
         return _estimate("rebar", f, dist, key, num_samples, params)[0]
 
     return Estimator(name=f"rebar[{temperature},{eta}]", estimate=estimate, unbiased=True)
 
 
 def relax_init(temperature: float = 0.5, hidden: int = 16, seed: int = 0) -> RelaxState:
-    """The initial state: eta = 1, lambda = temperature, r = 0 (REBAR), zero moments."""
-    w1 = jax.random.normal(jax.random.key(seed), (hidden,), jnp.float32)
-    params = RelaxParams(jnp.ones(()), jnp.asarray(math.log(temperature), jnp.float32), w1,
-                         jnp.zeros((hidden,)), jnp.zeros((hidden,)))
+    """The initial state: eta = 1, lambda = temperature, r = 0 (REBAR), zero moments.
+
+    float32 in both modes (like every estimator state): a float64 problem promotes what
+    it combines with them, a float32 one stays float32 under `jax_enable_x64`."""
+    f32 = jnp.float32
+    w1 = jax.random.normal(jax.random.key(seed), (hidden,), f32)
+    params = RelaxParams(jnp.ones((), f32), jnp.asarray(math.log(temperature), f32), w1,
+                         jnp.zeros((hidden,), f32), jnp.zeros((hidden,), f32))
     zeros = jax.tree.map(jnp.zeros_like, params)
     return RelaxState(params, zeros, zeros, jnp.zeros((), jnp.int32))
 

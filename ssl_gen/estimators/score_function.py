@@ -142,12 +142,13 @@ def _estimate_optimal(f, dist, key, num_samples):
     return _dice(fs, log_p, jnp.zeros_like(fs)) - _optimal_control_variate(dist, zs, fs)
 
 
-def _per_coordinate(fn, shape, out_ndim):
+def _per_coordinate(fn, shape, dtype, out_ndim):
     """fn(e_i) for every event coordinate i at once: fn maps a basis direction (one 1 per
-    output row, at event coordinate i) to a (*batch) array; returns entry (row, i) of each."""
+    output row, at event coordinate i, of `dtype`) to a (*batch) array; returns entry
+    (row, i) of each."""
     event_shape = shape[out_ndim:]
     num_events = math.prod(event_shape)
-    basis = jnp.eye(num_events).reshape((num_events,) + event_shape)  # (E, *event)
+    basis = jnp.eye(num_events, dtype=dtype).reshape((num_events,) + event_shape)  # (E, *event)
     values = jax.vmap(lambda e: fn(jnp.broadcast_to(e, shape)))(basis)  # (E, *batch)
     values = values.reshape((num_events,) + shape[:out_ndim] + (num_events,))  # (E, *out, E)
     return jnp.diagonal(values, 0, 0, -1).reshape(shape)  # (*out, E) -> (*batch)
@@ -173,7 +174,7 @@ def _delta_estimate(order):
         if order == 2:
             hvp = lambda v: jax.jvp(grad_at, (loc,), (v,))[1]  # per-row Hessian times v
             h = h + 0.5 * sum_event_axes(d * jax.vmap(hvp)(d), out_ndim + 1)
-            diag = _per_coordinate(hvp, loc.shape, out_ndim)  # d^2 f / dz_i^2 per row
+            diag = _per_coordinate(hvp, loc.shape, loc.dtype, out_ndim)  # d^2 f / dz_i^2
             # E[(z - mu^)' H (z - mu^)] = (mu - mu^)' H (mu - mu^) + sum_i H_ii sigma_i^2; the
             # first term has zero gradient at mu = mu^ and is left out.
             mean_h = mean_h + 0.5 * sg(diag) * (jnp.square(full.scale) - jnp.square(scale))

@@ -13,6 +13,7 @@ import pytest
 
 from ssl_gen.structured import chow_liu
 from ssl_gen.structured import spanning_tree as st
+from tests.jaxpr_dtypes import wide_floats
 
 X64 = jax.config.jax_enable_x64
 FLOATS = [jnp.float32] + ([jnp.float64] if X64 else [])
@@ -84,6 +85,29 @@ def test_chow_liu_keeps_the_dtype(dtype):
     tree = chow_liu.chow_liu_tree(mi)
     assert mi.dtype == dtype and tree.dtype == jnp.bool_
     assert chow_liu.tree_score(tree, mi).dtype == dtype
+
+
+def test_float32_programs_have_no_float64_inside():
+    """Every kernel on float32 scores traces to a float32 program: under x64 a hard-coded
+    default dtype would upcast silently (in the default mode this holds trivially)."""
+    theta = theta_of(jnp.float32)
+    mask = path_mask()
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((50, N)), jnp.float32)
+    programs = {
+        "prim": lambda t, k: st.minimum_spanning_tree(t, mask, return_num_components=True),
+        "kruskal": lambda t, k: st.maximum_spanning_tree(t, mask, algorithm="kruskal"),
+        "perturb_and_map": lambda t, k: st.perturb_and_map(k, t),
+        "sample": lambda t, k: st.sample(k, t, mask),
+        "log_partition": lambda t, k: st.log_partition(t, mask),
+        "marginals": lambda t, k: jax.grad(lambda u: jnp.sum(st.marginals(u) ** 2))(t),
+        "entropy": lambda t, k: st.entropy(t),
+        "log_prob": lambda t, k: st.log_prob(t, st.maximum_spanning_tree(t), None),
+        "chow_liu": lambda t, k: chow_liu.tree_score(
+            chow_liu.chow_liu_tree(chow_liu.gaussian_mutual_information(x)), t),
+    }
+    key = jax.random.key(0)
+    for name, fn in programs.items():
+        assert not wide_floats(jax.make_jaxpr(fn)(theta, key), jnp.float32), name
 
 
 @pytest.mark.skipif(not X64, reason="float64 exists only with jax_enable_x64")
