@@ -134,7 +134,29 @@ from ssl_gen.estimators.score_function import MovingAverageState, score_function
 from ssl_gen.estimators.spanning_tree import SpanningTree
 from ssl_gen.estimators.vimco import multi_sample_bound
 
+# Every `Estimator` factory, by name: what a config may name (`objectives.make_estimator`).
+# `multi_sample_bound` is an objective of its own, not a factory; the objectives that train
+# it name it themselves ("vimco" in `objectives.discrete_elbo`).
+FACTORIES = (
+    "arm",
+    "disarm",
+    "exact",
+    "gapped_straight_through",
+    "gumbel_rao",
+    "gumbel_softmax",
+    "indecater",
+    "measure_valued",
+    "pathwise",
+    "rebar",
+    "reinmax",
+    "relax",
+    "score_function",
+    "straight_through",
+    "straight_through_gumbel",
+)
+
 __all__ = [
+    "FACTORIES",
     "arm",
     "disarm",
     "Bernoulli",

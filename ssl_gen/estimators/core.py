@@ -19,6 +19,7 @@ argument and returns `(surrogate, new_state)`, and `expectation` returns
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -55,12 +56,23 @@ class Estimator(NamedTuple):
 
 
 def check_num_samples(estimator: Estimator, num_samples: int) -> None:
-    """A one-line error for a sample count the estimator cannot use."""
-    if not isinstance(num_samples, int) or num_samples < estimator.min_samples:
+    """A one-line error for a sample count the estimator cannot use: not an int (2.0, True,
+    an array), or fewer than `estimator.min_samples`."""
+    if not is_count(num_samples):
+        raise ValueError(
+            f"estimator {estimator.name!r}: num_samples must be an int, got {num_samples!r} "
+            f"({type(num_samples).__name__})"
+        )
+    if num_samples < estimator.min_samples:
         raise ValueError(
             f"estimator {estimator.name!r} needs num_samples >= {estimator.min_samples}, "
             f"got {num_samples!r}"
         )
+
+
+def is_count(value: Any) -> bool:
+    """Whether `value` is a Python or numpy integer (bool excluded): a usable sample count."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def expectation(

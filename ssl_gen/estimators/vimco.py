@@ -37,7 +37,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ssl_gen.estimators.core import event_log_prob
+from ssl_gen.estimators.core import event_log_prob, is_count
 
 ESTIMATORS = ("vimco", "score_function")
 
@@ -94,7 +94,12 @@ def multi_sample_bound(
             f"multi_sample_bound: unknown estimator {estimator!r}; choose from {ESTIMATORS}"
         )
     minimum = 2 if estimator == "vimco" else 1
-    if not isinstance(num_samples, int) or num_samples < minimum:
+    if not is_count(num_samples):
+        raise ValueError(
+            f"multi_sample_bound(estimator={estimator!r}): num_samples must be an int, got "
+            f"{num_samples!r} ({type(num_samples).__name__})"
+        )
+    if num_samples < minimum:
         raise ValueError(
             f"multi_sample_bound(estimator={estimator!r}) needs num_samples >= {minimum}, "
             f"got {num_samples!r}"

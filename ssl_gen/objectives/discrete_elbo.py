@@ -157,7 +157,7 @@ def resolve_estimator(spec: Any, temperature_schedule: Mapping[str, Any] | None 
     one of the ends (ReinMax below 1) is a one-line error before anything compiles.
     """
     if temperature_schedule is None:
-        return make_estimator(spec), None
+        return make_estimator(spec, also_known=MULTI_SAMPLE), None
     if isinstance(spec, est.Estimator):
         raise ValueError("discrete_elbo: temperature_schedule needs the estimator as a name or "
                          "a dict, not an Estimator value")
@@ -167,9 +167,9 @@ def resolve_estimator(spec: Any, temperature_schedule: Mapping[str, Any] | None 
                          "temperature_schedule, not both")
     start, end, _ = check_schedule(temperature_schedule)
     for t in (start, end):
-        make_estimator({**base, "temperature": t})
+        make_estimator({**base, "temperature": t}, also_known=MULTI_SAMPLE)
     tau = temperature_at(temperature_schedule, step)
-    return make_estimator({**base, "temperature": tau}), tau
+    return make_estimator({**base, "temperature": tau}, also_known=MULTI_SAMPLE), tau
 
 
 def kl_weight_at(beta: float, kl_warmup_steps: int, step=None):

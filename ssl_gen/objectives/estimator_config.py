@@ -2,21 +2,40 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any
 
 from ssl_gen import estimators as est
 
 
-def make_estimator(spec: Any) -> est.Estimator:
+def known_estimators(also: Iterable[str] = ()) -> list[str]:
+    """The names a config may give: every `Estimator` factory, plus `also` (names that the
+    calling objective resolves itself, e.g. "vimco" in `discrete_elbo`), sorted."""
+    return sorted(set(est.FACTORIES) | set(also))
+
+
+def unknown_estimator_message(name: Any, also: Iterable[str] = ()) -> str:
+    """One line: the unknown name, the closest known one if any (a typo), and the known."""
+    known = known_estimators(also)
+    near = difflib.get_close_matches(str(name), known, n=1)
+    hint = f"; did you mean {near[0]!r}? Known" if near else "; known"
+    return f"unknown estimator {name!r}{hint}: {', '.join(known)}"
+
+
+def make_estimator(spec: Any, *, also_known: Iterable[str] = ()) -> est.Estimator:
     """An estimator from a config value.
 
     Args:
-      spec: an `Estimator` (returned as is), a factory name (`"pathwise"`), or a mapping
-        `{"name": "gumbel_softmax", "temperature": 0.5}` whose other keys are the factory's
-        keyword arguments.
+      spec: an `Estimator` (returned as is), a factory name (`"pathwise"`, one of
+        `est.FACTORIES`), or a mapping `{"name": "gumbel_softmax", "temperature": 0.5}`
+        whose other keys are the factory's keyword arguments.
+      also_known: names the calling objective accepts and resolves before calling this
+        (e.g. `discrete_elbo`'s "vimco"); only listed in the error for an unknown name.
 
     Returns:
-      The estimator. An unknown name is a one-line ValueError listing the known ones.
+      The estimator. An unknown name is a one-line ValueError with the closest known name
+      (difflib) and the list of known ones.
     """
     if isinstance(spec, est.Estimator):
         return spec
@@ -27,14 +46,9 @@ def make_estimator(spec: Any) -> est.Estimator:
         name = spec["name"]
     else:
         raise ValueError(f"estimator must be a name or a dict with 'name', got {spec!r}")
-    factory = getattr(est, str(name), None)
-    known = sorted(n for n in est.__all__ if n.islower() and callable(getattr(est, n)))
-    if factory is None or not callable(factory) or name not in est.__all__:
-        raise ValueError(f"unknown estimator {name!r}; known: {', '.join(known)}")
+    if not isinstance(name, str) or name not in est.FACTORIES:
+        raise ValueError(unknown_estimator_message(name, also_known))
     try:
-        out = factory(**kwargs)
+        return getattr(est, name)(**kwargs)
     except TypeError as e:
         raise ValueError(f"estimator {name!r}: bad arguments {kwargs}: {e}") from None
-    if not isinstance(out, est.Estimator):
-        raise ValueError(f"{name!r} is not an estimator factory; known: {', '.join(known)}")
-    return out
