@@ -44,8 +44,9 @@ that the caller threads explicitly::
   of `Estimator`, a stateful `estimate` takes the state as a fifth argument and returns
   `(surrogate, new_state)`.
 
-Estimators (factories; each docstring has the math, the paper, biased or not, and what it
-requires; invalid settings are one-line ValueErrors at construction or trace time):
+Estimators (factories, named in `est.FACTORIES`; each docstring has the math, the paper,
+biased or not, and what it requires; invalid settings are one-line ValueErrors at
+construction or trace time):
 
 - `pathwise()`: reparameterization, unbiased; needs `dist.rsample` (Normal).
 - `measure_valued()`: the coupled weak derivative of a `Normal` (Rayleigh for the mean,
@@ -98,6 +99,11 @@ own only after a rewrite: the pathwise estimator moves theta into the sampling p
 derivative writes grad p as a difference of two densities. Mohamed et al. (2020),
 "Monte Carlo Gradient Estimation in Machine Learning", JMLR 21(132), is the review this
 package follows; each estimator's docstring gives its own paper.
+
+Precision. Everything computes in the distribution's dtype, with `jax_enable_x64` off or
+on: float32 parameters stay float32 under x64 (no silent upcast), float64 parameters
+compute in float64. Estimator states (`MovingAverageState`, `RelaxState`) are float32 in
+both modes, so a training loop carries them with one dtype.
 
 This package imports only jax/numpy (and `ssl_gen.structured`): never flax, never train.
 """

@@ -37,54 +37,62 @@ def path_mask(n=N):
 @pytest.mark.parametrize("algorithm", st.ALGORITHMS)
 def test_spanning_trees_are_bool_and_counts_int32(dtype, algorithm):
     w = theta_of(dtype)
-    for fn in (st.minimum_spanning_tree, st.maximum_spanning_tree):
+    for fn in (st.minimum_spanning_tree, st.maximum_spanning_tree):  # one compilation
         tree, c = fn(w, path_mask(), algorithm=algorithm, return_num_components=True)
         assert tree.dtype == jnp.bool_ and c.dtype == jnp.int32 and int(c) == 2
         assert int(tree.sum()) == 2 * (N - 2)
-    key = jax.random.key(0)
-    tree = st.perturb_and_map(key, w, algorithm=algorithm)
-    assert tree.dtype == jnp.bool_ and int(st.forest_num_components(tree)) == 1
-    assert st.forest_num_components(tree).dtype == jnp.int32
-    assert st.component_labels(tree).dtype == jnp.int32
-    assert st.num_components(tree).dtype == jnp.int32
+
+    tree = st.perturb_and_map(jax.random.key(0), w, algorithm=algorithm)
+    assert tree.dtype == jnp.bool_ and int(tree.sum()) == 2 * (N - 1)
+    counts = lambda t: (st.forest_num_components(t), st.component_labels(t), st.num_components(t))
+    assert [x.dtype for x in jax.eval_shape(counts, tree)] == [jnp.int32] * 3
 
 
 def test_integer_weights_work():
     w = jnp.asarray(np.arange(N * N).reshape(N, N) % 7)
-    w = w + w.T
-    for algorithm in st.ALGORITHMS:
-        tree = st.minimum_spanning_tree(w, algorithm=algorithm)
-        assert tree.dtype == jnp.bool_ and int(tree.sum()) == 2 * (N - 1)
+    tree = st.minimum_spanning_tree(w + w.T)
+    assert tree.dtype == jnp.bool_ and int(tree.sum()) == 2 * (N - 1)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_gibbs_functions_keep_the_dtype(dtype):
     theta = theta_of(dtype)
     mask = path_mask()
-    for m in (None, mask):
-        log_z = st.log_partition(theta, m)
-        mu = st.marginals(theta, m)
-        h = st.entropy(theta, m)
-        tree = st.sample(jax.random.key(1), theta, m)
-        lp = st.log_prob(theta, tree, m)
-        assert tree.dtype == jnp.bool_
-        for x in (log_z, mu, h, lp):
-            assert x.dtype == dtype and bool(jnp.all(jnp.isfinite(x)))
-    grad = jax.grad(lambda t: st.log_partition(t))(theta)
-    assert grad.dtype == dtype
-    # Under jit and vmap too (the loops' carries keep one dtype).
-    keys = jax.random.split(jax.random.key(2), 3)
-    trees = jax.jit(jax.vmap(lambda k: st.sample(k, theta)))(keys)
-    assert trees.shape == (3, N, N) and trees.dtype == jnp.bool_
+
+    def everything(theta, key):
+        out = {}
+        for name, m in (("complete", None), ("masked", mask)):
+            tree = st.sample(key, theta, m)
+            out.update({f"{name} log_partition": st.log_partition(theta, m),
+                        f"{name} marginals": st.marginals(theta, m),
+                        f"{name} entropy": st.entropy(theta, m),
+                        f"{name} log_prob": st.log_prob(theta, tree, m)})
+        out["grad"] = jax.grad(lambda t: st.log_partition(t))(theta)
+        out["vmap sample"] = jax.vmap(lambda k: st.sample(k, theta))(jax.random.split(key, 3))
+        return out
+
+    # Tracing checks every dtype (and every loop carry) without compiling ...
+    for name, x in jax.eval_shape(everything, theta, jax.random.key(0)).items():
+        expected = jnp.bool_ if "sample" in name else dtype
+        assert x.dtype == expected, f"{name}: {x.dtype}, theta {dtype}"
+    # ... and one masked log-partition and sample run for real.
+    tree = st.sample(jax.random.key(1), theta, mask)
+    assert tree.dtype == jnp.bool_ and int(st.forest_num_components(tree)) == 2
+    log_z = st.log_partition(theta, mask)
+    assert log_z.dtype == dtype and bool(jnp.isfinite(log_z))
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_chow_liu_keeps_the_dtype(dtype):
     x = jnp.asarray(np.random.default_rng(0).standard_normal((50, N)), dtype)
-    mi = chow_liu.gaussian_mutual_information(x)
-    tree = chow_liu.chow_liu_tree(mi)
-    assert mi.dtype == dtype and tree.dtype == jnp.bool_
-    assert chow_liu.tree_score(tree, mi).dtype == dtype
+
+    def fit(x):
+        mi = chow_liu.gaussian_mutual_information(x)
+        tree = chow_liu.chow_liu_tree(mi)
+        return mi, tree, chow_liu.tree_score(tree, mi)
+
+    dtypes = [y.dtype for y in jax.eval_shape(fit, x)]
+    assert dtypes == [dtype, jnp.bool_, dtype]
 
 
 def test_float32_programs_have_no_float64_inside():
@@ -112,15 +120,13 @@ def test_float32_programs_have_no_float64_inside():
 
 @pytest.mark.skipif(not X64, reason="float64 exists only with jax_enable_x64")
 def test_float64_resolves_what_float32_cannot():
-    # Weights 1 and 1 + 1e-12 are equal in float32 (so the tie goes to the smaller edge
-    # index) and distinct in float64: the float64 tree must use the strictly lighter edge.
+    # Weights 1 and 1 + 1e-12 are equal in float32 (the tie would go to the smaller edge
+    # index, 0-1) and distinct in float64: the float64 tree must skip the heavier edge 0-1.
     w = np.ones((3, 3))
-    w[0, 1] = w[1, 0] = 1.0 + 1e-12  # edge 0-1 (index 1) heavier than 0-2 (index 2) by 1e-12
+    w[0, 1] = w[1, 0] = 1.0 + 1e-12
     for algorithm in st.ALGORITHMS:
-        t64 = np.asarray(st.minimum_spanning_tree(jnp.asarray(w), algorithm=algorithm))
-        t32 = np.asarray(st.minimum_spanning_tree(jnp.asarray(w, jnp.float32), algorithm=algorithm))
-        assert not t64[0, 1] and t64[0, 2] and t64[1, 2]
-        assert t32[0, 1] and t32[0, 2] and not t32[1, 2]
+        tree = np.asarray(st.minimum_spanning_tree(jnp.asarray(w), algorithm=algorithm))
+        assert not tree[0, 1] and tree[0, 2] and tree[1, 2], algorithm
     # A path's log-partition is the sum of its scores, even with score gaps (200 nats) far
     # beyond float32's range (its scaled elimination underflows past ~85 nats).
     theta = np.zeros((3, 3))
