@@ -37,9 +37,9 @@ next to it in float32 (score gaps of ~16 nats). Two changes remove both problems
 So log Z is accurate to float rounding until a scaled weight a_ij underflows (score gaps
 beyond ~85 nats in float32, ~700 in float64; or degree ratios beyond e^160 in float32,
 e^1400 in float64): then -inf or NaN; use `jax.config.update("jax_enable_x64", True)` and
-float64 scores there (float32 scores compute in float32 in either mode). The cost is n sequential O(n^2) steps of
-a `lax.fori_loop` (~1 ms at n = 64 on one CPU core); marginals are its reverse-mode
-gradient (same accuracy; memory O(n^3) for the stored steps).
+float64 scores there (float32 scores compute in float32 in either mode). The cost is n
+sequential O(n^2) steps of a `lax.fori_loop` (~1 ms at n = 64 on one CPU core); marginals
+are its reverse-mode gradient (same accuracy; memory O(n^3) for the stored steps).
 
 Disconnected graphs (with `mask`). A graph with c > 1 components has no spanning tree. The
 functions here then describe maximal spanning forests (one spanning tree per component,
