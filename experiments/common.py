@@ -1,5 +1,7 @@
 """Helpers for experiment configs (ml_collections only; configs never import ssl_gen)."""
 
+import difflib
+
 import ml_collections
 
 
@@ -13,7 +15,9 @@ def parse_arg(arg, **defaults):
     for item in filter(None, (arg or "").split(",")):
         key, _, value = item.partition("=")
         if key not in defaults:
-            raise ValueError(f"config arg {key!r} is not one of {sorted(defaults)}")
+            near = difflib.get_close_matches(key, list(defaults), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ValueError(f"config arg {key!r} is not one of {sorted(defaults)}{hint}")
         if not value:
             out[key] = True
         elif isinstance(defaults[key], bool):

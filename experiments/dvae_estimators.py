@@ -51,6 +51,7 @@ Override anything: `--config.objective.kwargs.num_samples=4 --config.num_train_s
 import copy
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 try:
     from experiments.common import parse_arg
@@ -115,8 +116,9 @@ def get_config(arg=None):
     # Data: scikit-learn's 8x8 digits, binarized afresh every epoch (dynamic binarization,
     # as the REBAR/DisARM MNIST experiments do); the test split is thresholded once.
     c.dataset = ml_collections.ConfigDict(dict(
-        name="digits_binarized", data_dir=None, train_split="train", eval_split="test",
-        dynamic_binarization=True))
+        name="digits_binarized", data_dir=placeholder(str), train_split="train",
+        eval_split="test", dynamic_binarization=True, grey_max=placeholder(int),
+        binarize_eval=placeholder(str)))
     c.batch_size = 64  # 1,437 training digits: ~22 steps per epoch
     c.eval_batch_size = 120  # 360 test digits = 3 batches; a multiple of 8 devices
     c.num_train_steps = 2_000  # not tuned yet: the comparison's sweep sets the budget
@@ -145,7 +147,9 @@ def get_config(arg=None):
     c.log_every_steps = 50
     c.checkpoint_every_steps = 500
     c.keep_checkpoints = 2
-    c.num_devices = None  # all visible devices
+    # None-valued settings are typed placeholders, so `--config.num_devices=1` overrides them.
+    c.num_devices = placeholder(int)  # None: all visible devices
+    c.prefetch = 2  # batches built ahead on a host thread (0: none)
     c.progress_bar = True
 
     if arg.bernoulli or arg.nonlinear:

@@ -18,6 +18,7 @@ printed too. Override anything: `--config.num_replicas=5000 --config.bernoulli.s
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 try:
     from experiments.common import parse_arg
@@ -75,11 +76,13 @@ def get_config(arg=None):
         num_variables=3, num_classes=4, temperatures=(0.25, 0.5, 1.0, 2.0)))
     c.categorical.estimators = _estimators(
         straight_through=dict(name="straight_through", num_samples=1),
-        st_gumbel=dict(name="straight_through_gumbel", num_samples=1, temperature=None),
-        gumbel_rao=dict(name="gumbel_rao", num_samples=1, temperature=None,
+        st_gumbel=dict(name="straight_through_gumbel", num_samples=1,
+                       temperature=placeholder(float)),
+        gumbel_rao=dict(name="gumbel_rao", num_samples=1, temperature=placeholder(float),
                         num_rao_samples=10),
-        reinmax=dict(name="reinmax", num_samples=1, temperature=None),  # tau >= 1 only
-        gst=dict(name="gapped_straight_through", num_samples=1, temperature=None),
+        reinmax=dict(name="reinmax", num_samples=1,
+                     temperature=placeholder(float)),  # tau >= 1 only
+        gst=dict(name="gapped_straight_through", num_samples=1, temperature=placeholder(float)),
         rloo=dict(name="score_function", baseline="loo", num_samples=2))  # unbiased reference
 
     if arg.runlocal:  # seconds: two estimators per toy, few replicas, ks and steps
@@ -95,7 +98,7 @@ def get_config(arg=None):
             relax=dict(name="relax", num_samples=1, hidden=2))
         c.categorical.update(num_variables=2, num_classes=3, temperatures=(1.0, 2.0))
         c.categorical.estimators = _estimators(
-            gumbel_rao=dict(name="gumbel_rao", num_samples=1, temperature=None,
+            gumbel_rao=dict(name="gumbel_rao", num_samples=1, temperature=placeholder(float),
                             num_rao_samples=2),
             rloo=dict(name="score_function", baseline="loo", num_samples=2))
     return c

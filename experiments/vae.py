@@ -14,6 +14,7 @@ Override anything: `--config.num_train_steps=2000 --config.model.kwargs.latent_d
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 try:
     from experiments.common import parse_arg
@@ -29,7 +30,7 @@ def get_config(arg=None):
 
     # Data: `digits` (scikit-learn's 1,797 8x8 digits, 17 grey levels) ships with the package.
     c.dataset = ml_collections.ConfigDict(dict(
-        name="digits", data_dir=None, train_split="train", eval_split="test",
+        name="digits", data_dir=placeholder(str), train_split="train", eval_split="test",
         dynamic_binarization=False))
     c.batch_size = 128
     c.eval_batch_size = 120  # 360 test digits = 3 batches; a multiple of 8 devices
@@ -56,7 +57,9 @@ def get_config(arg=None):
     c.log_every_steps = 100
     c.checkpoint_every_steps = 400
     c.keep_checkpoints = 3
-    c.num_devices = None  # all visible devices
+    # None-valued settings are typed placeholders, so `--config.num_devices=1` overrides them.
+    c.num_devices = placeholder(int)  # None: all visible devices
+    c.prefetch = 2  # batches built ahead on a host thread (0: none)
     c.progress_bar = True
 
     if arg.digits_binarized:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -25,11 +26,12 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core import constants, read_only_builder, registered
 
 from ssl_gen.data import builders
+from ssl_gen.errors import UserError
 
 EMBEDDED_DATASETS: tuple[str, ...] = tuple(builders.BUILDERS)
 
 
-class DatasetNotFoundError(registered.DatasetNotFoundError):
+class DatasetNotFoundError(UserError, registered.DatasetNotFoundError):
     """A dataset is neither embedded nor prepared (in a readable format) in the data dir.
 
     A `ValueError` (through tfds' own `DatasetNotFoundError`); its message is one line.
@@ -166,6 +168,11 @@ def _check_split(name: str, split: str, available: Sequence[str]) -> None:
 
 
 def _not_found(name: str, data_dir: str, why: str = "is not prepared") -> DatasetNotFoundError:
+    near = difflib.get_close_matches(name, EMBEDDED_DATASETS, n=1, cutoff=0.75)
+    if near:  # a typo of an embedded name: say so, not how to prepare a tfds dataset
+        return DatasetNotFoundError(
+            f"dataset {name!r} {why} in {data_dir}; did you mean the embedded {near[0]!r}? "
+            f"(embedded: {', '.join(EMBEDDED_DATASETS)})")
     return DatasetNotFoundError(
         f"dataset {name!r} {why} in {data_dir} (nothing is downloaded at run time): prepare "
         f"it once where there is network, with `tfds build {name} --data_dir={data_dir} "

@@ -5,6 +5,6 @@ Each returns a dict of float metrics (and may write files, e.g. image grids, int
 trainer runs each every N steps and at the end.
 """
 
-from ssl_gen.evals.context import EvalContext
+from ssl_gen.evals.context import EvalContext, EvalInterrupted
 
-__all__ = ["EvalContext"]
+__all__ = ["EvalContext", "EvalInterrupted"]

@@ -1,4 +1,4 @@
-"""What the trainer hands an evaluation."""
+"""What the trainer hands an evaluation, and how an evaluation stops early."""
 
 from __future__ import annotations
 
@@ -6,6 +6,15 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
+
+
+class EvalInterrupted(Exception):
+    """Raised inside an evaluation when the run was asked to stop (SIGTERM, Ctrl-C): the
+    trainer saves a checkpoint and exits; the resumed run evaluates that step again."""
+
+
+def _never() -> bool:
+    return False
 
 
 class EvalContext(NamedTuple):
@@ -23,6 +32,9 @@ class EvalContext(NamedTuple):
       is_main: whether this process writes files (process 0).
       progress_bar: whether long evaluations show a progress bar (`config.progress_bar`;
         shown on the main process only).
+      should_stop: `() -> bool`, true once the run was asked to stop. `eval_batches` checks
+        it before every batch; an evaluation with long steps of its own (chunks, one
+        estimator after another) calls `check_stop()` between them.
     """
 
     model: Any
@@ -34,3 +46,9 @@ class EvalContext(NamedTuple):
     eval_source: Any
     is_main: bool = True
     progress_bar: bool = True
+    should_stop: Callable[[], bool] = _never
+
+    def check_stop(self) -> None:
+        """Raises `EvalInterrupted` if the run was asked to stop."""
+        if self.should_stop():
+            raise EvalInterrupted(f"evaluation at step {self.step} interrupted")

@@ -77,6 +77,7 @@ def evaluate(params, ctx: EvalContext, *, num_samples: int = 5000, chunk_size: i
     batches = list(ctx.eval_batches())
     for i, batch in enumerate(tqdm(batches, desc=f"iwae k={num_samples}", leave=False,
                                    disable=not (ctx.is_main and ctx.progress_bar))):
+        ctx.check_stop()  # k=5000 on a batch takes seconds: a preemption waits for one only
         key_k, key_1 = jax.random.split(jax.random.fold_in(ctx.rng, i))
         x, mask = batch["image"], batch["mask"]
         bound = iwae_bound(params, x, key_k, model=ctx.model, num_samples=num_samples,

@@ -48,10 +48,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from ssl_gen import cli
 from ssl_gen import estimators as est
+from ssl_gen.errors import UserError
 from ssl_gen.estimators import variance
 from ssl_gen.evals import estimator_report
 from ssl_gen.evals.estimator_toys import Report, jsonable, make_estimator
@@ -285,13 +287,26 @@ def run(config, workdir: str) -> Report:
     return Report(tables=tables, rows=rows, plots=plots)
 
 
-def main(argv):
+def main(argv) -> int:
     del argv
     config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
-    out = run(config, workdir)
+    if cli.print_config_requested():
+        cli.print_config(config)
+        return 0
+    if not workdir:
+        cli.fail("--workdir is required (where report.md, rows.json and plots go)", 2)
+    try:
+        out = run(config, workdir)
+    except ValueError as e:  # run()'s own checks of the config, each one line
+        raise RunnerError(str(e)) from None
     for title, table in out.tables.items():
         print(f"\n## {title}\n\n{table}")
     print(f"\nreport.md, rows.json and {len(out.plots)} plots are in {workdir}")
+    return 0
+
+
+class RunnerError(UserError, ValueError):
+    """A bad runner setting, said in one line."""
 
 
 if __name__ == "__main__":
@@ -299,5 +314,5 @@ if __name__ == "__main__":
     # (run_estimator_toys also defines --config) is not a duplicate-flag error.
     config_flags.DEFINE_config_file("config", None, "experiments/chow_liu.py:<variant>")
     flags.DEFINE_string("workdir", None, "Where report.md, rows.json and plots go.")
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    flags.mark_flags_as_required(["config"])
+    cli.run(main)

@@ -13,26 +13,50 @@ import json
 import os
 
 import jax
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from ssl_gen import cli
+from ssl_gen.errors import UserError
 from ssl_gen.evals import estimator_toys
 
 RUNNER = "estimator_toys"  # the `config.runner` this module runs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiments/estimator_toys.py:<toy>")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where report.md, rows.json and plots go.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["config"])
+
+
+class RunnerError(UserError, ValueError):
+    """A bad runner setting, said in one line."""
+
+
+def _int_at_least(config, key: str, low: int) -> None:
+    v = config.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise RunnerError(f"config.{key}={v!r} must be an int >= {low}")
+
+
+def check(config) -> None:
+    """One-line `RunnerError`s for the runner settings, before anything compiles."""
+    if config.get("runner") != RUNNER:
+        raise RunnerError(f"config.runner is {config.get('runner')!r}, not {RUNNER!r}: "
+                          "launch trainer configs with ssl_gen.train.main")
+    if config.toy not in estimator_toys.TOYS:
+        raise RunnerError(
+            f"config.toy {config.toy!r} is not one of {sorted(estimator_toys.TOYS)}")
+    _int_at_least(config, "seed", 0)
+    _int_at_least(config, "num_replicas", 2)  # a variance needs two estimates
+    _int_at_least(config, "time_repeats", 0)
 
 
 def run(config, workdir: str) -> estimator_toys.Report:
     """Runs `config.toy`; writes report.md, rows.json and the plots into `workdir`."""
-    if config.get("runner") != RUNNER:
-        raise ValueError(f"config.runner is {config.get('runner')!r}, not {RUNNER!r}: "
-                         "launch trainer configs with ssl_gen.train.main")
-    if config.toy not in estimator_toys.TOYS:
-        raise ValueError(f"config.toy {config.toy!r} is not one of {sorted(estimator_toys.TOYS)}")
-    os.makedirs(workdir, exist_ok=True)
+    check(config)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise RunnerError(f"--workdir={workdir}: {e.strerror or e}") from None
     out = estimator_toys.TOYS[config.toy](config, workdir, jax.random.key(config.seed))
     text = "\n\n".join(f"## {title}\n\n{table}" for title, table in out.tables.items())
     with open(os.path.join(workdir, "report.md"), "w") as fh:
@@ -42,13 +66,19 @@ def run(config, workdir: str) -> estimator_toys.Report:
     return out
 
 
-def main(argv):
+def main(argv) -> int:
     del argv
+    if cli.print_config_requested():
+        cli.print_config(_CONFIG.value)
+        return 0
+    if not _WORKDIR.value:
+        cli.fail("--workdir is required (where report.md, rows.json and plots go)", 2)
     out = run(_CONFIG.value, _WORKDIR.value)
     for title, table in out.tables.items():
         print(f"\n## {title}\n\n{table}")
     print(f"\nreport.md, rows.json and {len(out.plots)} plots are in {_WORKDIR.value}")
+    return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

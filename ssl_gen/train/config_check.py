@@ -14,30 +14,34 @@ import importlib
 import inspect
 from typing import Any
 
+from ssl_gen.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration mistake, said in one line."""
 
 
-# key -> (required, check) for the top level of a training config.
+# key -> (required, check, what a valid value is) for the top level of a training config.
 _POSITIVE = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0
 _NONNEG = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0
+_INT1, _INT0 = "an int >= 1", "an int >= 0"
 TOP_LEVEL = {
-    "seed": (True, lambda v: isinstance(v, int)),
-    "dataset": (True, None),
-    "batch_size": (True, _POSITIVE),
-    "eval_batch_size": (True, _POSITIVE),
-    "num_train_steps": (True, _NONNEG),
-    "model": (True, None),
-    "objective": (True, None),
-    "optimizer": (True, None),
-    "evals": (False, None),
-    "log_every_steps": (True, _POSITIVE),
-    "checkpoint_every_steps": (True, _POSITIVE),
-    "keep_checkpoints": (True, _POSITIVE),
-    "num_devices": (False, lambda v: v is None or _POSITIVE(v)),
-    "progress_bar": (False, lambda v: isinstance(v, bool)),
-    "prefetch": (False, _NONNEG),  # batches built ahead on a host thread (0: none)
+    "seed": (True, lambda v: isinstance(v, int) and not isinstance(v, bool), "an int"),
+    "dataset": (True, None, ""),
+    "batch_size": (True, _POSITIVE, _INT1),
+    "eval_batch_size": (True, _POSITIVE, _INT1),
+    "num_train_steps": (True, _NONNEG, _INT0),
+    "model": (True, None, ""),
+    "objective": (True, None, ""),
+    "optimizer": (True, None, ""),
+    "evals": (False, None, ""),
+    "log_every_steps": (True, _POSITIVE, _INT1),
+    "checkpoint_every_steps": (True, _POSITIVE, _INT1),
+    "keep_checkpoints": (True, _POSITIVE, _INT1),
+    "num_devices": (False, lambda v: v is None or _POSITIVE(v), "None (all) or an int >= 1"),
+    "progress_bar": (False, lambda v: isinstance(v, bool), "True or False"),
+    # batches built ahead on a host thread (0: none)
+    "prefetch": (False, _NONNEG, _INT0),
 }
 # grey_max: the grey level meaning probability 1 for binarization (default, or None: 16, for
 # digits; 255 for uint8 images such as tfds mnist). binarize_eval: None/"" (evals read the
@@ -100,13 +104,19 @@ def _check_binarization(ds) -> None:
 def validate(config) -> None:
     """Raises `ConfigError` with one line for the first mistake found."""
     _unknown(list(config), list(TOP_LEVEL), "config")
-    for key, (required, check) in TOP_LEVEL.items():
+    for key, (required, check, rule) in TOP_LEVEL.items():
         if key not in config:
             if required:
                 raise ConfigError(f"config: missing key {key!r}")
             continue
         if check is not None and not check(config[key]):
-            raise ConfigError(f"config.{key}={config[key]!r} is not valid")
+            raise ConfigError(f"config.{key}={config[key]!r} must be {rule}")
+    from ssl_gen.train import optim  # lazy: keeps this module free of optax at import
+
+    try:
+        optim.check_config(config.optimizer)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     _unknown(list(config.dataset), sorted(DATASET_KEYS), "config.dataset")
     if "name" not in config.dataset:
         raise ConfigError("config.dataset: missing key 'name'")

@@ -15,21 +15,70 @@ from collections import defaultdict
 
 import jax
 
+SUPERSEDED = "metrics_superseded.jsonl"
+
+
+def supersede_after(path: str, step: int) -> int:
+    """Moves the rows of `path` logged after `step` to `metrics_superseded.jsonl` beside it.
+
+    A run resumed from the checkpoint at `step` logs those steps again; keeping both would
+    put two rows per step in the file (and two curves in the plots). Nothing is deleted:
+    the moved rows, and a line cut short by a kill, go to the superseded file. Returns how
+    many rows moved.
+    """
+    if not os.path.exists(path):
+        return 0
+    keep, moved = [], []
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                later = json.loads(line)["step"] > step
+            except (ValueError, KeyError, TypeError):
+                later = True  # a line cut short by a kill
+            (moved if later else keep).append(line if line.endswith("\n") else line + "\n")
+    if moved:
+        with open(os.path.join(os.path.dirname(path), SUPERSEDED), "a") as f:
+            f.writelines(moved)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(keep)
+        os.replace(tmp, path)
+    return len(moved)
+
 
 class MetricWriter:
-    """Appends scalars to `metrics.jsonl` and TensorBoard; a no-op off process 0."""
+    """Appends scalars to `metrics.jsonl` and TensorBoard; a no-op off process 0.
 
-    def __init__(self, workdir: str, *, tensorboard: bool = True):
+    Args:
+      workdir: the run directory.
+      tensorboard: also write TensorBoard event files (`workdir/tensorboard`).
+      resume_step: the step a resumed run restarts from (0 for a fresh start): rows already
+        logged after it are moved aside (`supersede_after`), and TensorBoard is told to
+        drop its events after it (`purge_step`), so every step has one row.
+    """
+
+    def __init__(self, workdir: str, *, tensorboard: bool = True, resume_step: int = 0):
         self.active = jax.process_index() == 0
         self.path = os.path.join(workdir, "metrics.jsonl")
         self._tb = None
         if self.active:
             os.makedirs(workdir, exist_ok=True)
+            moved = supersede_after(self.path, resume_step)
             self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - closed in close()
             if tensorboard:
                 from tensorboardX import SummaryWriter
 
-                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
+                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30,
+                                         purge_step=resume_step + 1 if moved else None)
+
+    def logged(self, step: int, split: str) -> bool:
+        """Whether a row of `split` at `step` is in the file (e.g. a resumed run's evals)."""
+        if not os.path.exists(self.path):
+            return False
+        return any(r.get("step") == step and r.get("split") == split
+                   for r in read_metrics(self.path))
 
     def write(self, step: int, metrics: dict[str, float], split: str = "train") -> None:
         if not self.active:
@@ -48,8 +97,16 @@ class MetricWriter:
 
 
 def read_metrics(path: str) -> list[dict]:
+    """The rows of a metrics.jsonl (a last line cut short by a kill is left out)."""
+    rows = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    continue
+    return rows
 
 
 def group_panels(series: dict[str, dict[int, float]]) -> dict[str, dict[str, dict[int, float]]]:

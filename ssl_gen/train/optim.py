@@ -13,6 +13,8 @@ config.optimizer fields:
 
 from __future__ import annotations
 
+import difflib
+
 import optax
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -25,22 +27,46 @@ DEFAULTS = dict(
 )
 
 
+def _choice(value, choices: tuple[str, ...], where: str) -> None:
+    if value not in choices:
+        near = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ValueError(f"config.optimizer.{where}={value!r} is not one of "
+                         f"{', '.join(choices)}{hint}")
+
+
+def _number(out: dict, key: str, ok, rule: str) -> None:
+    v = out[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(v):
+        raise ValueError(f"config.optimizer.{key}={v!r} must be {rule}")
+
+
 def _cfg(cfg) -> dict:
-    unknown = set(cfg) - set(DEFAULTS)
+    """The optimizer settings with defaults filled in; a one-line ValueError for a bad one."""
+    unknown = sorted(set(cfg) - set(DEFAULTS))
     if unknown:
-        raise ValueError(
-            f"config.optimizer: unknown keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+        near = difflib.get_close_matches(unknown[0], list(DEFAULTS), n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else f"; known: {sorted(DEFAULTS)}"
+        raise ValueError(f"config.optimizer: unknown key {unknown[0]!r}{hint}")
     out = {**DEFAULTS, **dict(cfg)}
-    if out["name"] not in OPTIMIZERS:
-        raise ValueError(f"config.optimizer.name={out['name']!r}; choose one of {OPTIMIZERS}")
-    if out["schedule"] not in SCHEDULES:
-        raise ValueError(
-            f"config.optimizer.schedule={out['schedule']!r}; choose one of {SCHEDULES}")
-    if not out["learning_rate"] > 0:
-        raise ValueError(f"config.optimizer.learning_rate must be > 0, got {out['learning_rate']}")
-    if out["warmup_steps"] < 0:
-        raise ValueError(f"config.optimizer.warmup_steps must be >= 0, got {out['warmup_steps']}")
+    _choice(out["name"], OPTIMIZERS, "name")
+    _choice(out["schedule"], SCHEDULES, "schedule")
+    _number(out, "learning_rate", lambda v: v > 0, "a number > 0")
+    _number(out, "warmup_steps", lambda v: v >= 0 and v == int(v), "an int >= 0")
+    _number(out, "end_lr_factor", lambda v: 0 <= v <= 1, "in [0, 1]")
+    _number(out, "weight_decay", lambda v: v >= 0, "a number >= 0")
+    _number(out, "b1", lambda v: 0 <= v < 1, "in [0, 1)")
+    _number(out, "b2", lambda v: 0 <= v < 1, "in [0, 1)")
+    _number(out, "eps", lambda v: v >= 0, "a number >= 0")
+    _number(out, "momentum", lambda v: 0 <= v < 1, "in [0, 1)")
+    if out["grad_clip_norm"] is not None:
+        _number(out, "grad_clip_norm", lambda v: v >= 0, "None, 0 (no clipping) or > 0")
     return out
+
+
+def check_config(cfg) -> None:
+    """Raises a one-line ValueError if config.optimizer is not valid (nothing is built)."""
+    _cfg(cfg)
 
 
 def make_schedule(cfg, total_steps: int) -> optax.Schedule:

@@ -13,7 +13,7 @@ import inspect
 import json
 import logging
 import os
-import signal
+import sys
 import time
 from typing import Any
 
@@ -22,54 +22,24 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from ssl_gen import data
-from ssl_gen.evals import EvalContext
+from ssl_gen import data, preemption
+from ssl_gen.errors import UserError
+from ssl_gen.evals import EvalContext, EvalInterrupted
 from ssl_gen.train import checkpoint, config_check, metrics, optim, sharding
+from ssl_gen.train import workdir as workdir_lib
 from ssl_gen.train.config_check import ConfigError
 from ssl_gen.train.step import TrainStep, init_state, objective_inputs
 
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The loss became NaN or infinite; the run stopped at the last good checkpoint."""
 
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
-
-
-class _Preemption:
-    """Turns SIGTERM into a flag the loop polls (restoring the old handler on exit).
-
-    Single process only. With several processes a signal may reach one host alone, and a
-    checkpoint save that only one host joins would hang; there JAX's own preemption notifier
-    (installed by `jax.distributed.initialize`) catches SIGTERM and every host learns of it
-    at the same step through `reached_preemption`, so this handler stays out of its way.
-    """
-
-    def __init__(self, enabled: bool = True):
-        self.requested = False
-        self._old = None
-        self._enabled = enabled
-
-    def __enter__(self):
-        if not self._enabled:
-            return self
-        try:
-            self._old = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread (e.g. inside a notebook worker)
-            self._old = None
-        return self
-
-    def _handle(self, signum, frame):
-        del signum, frame
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
 
 
 def build(config, workdir: str) -> dict[str, Any]:
@@ -168,13 +138,27 @@ def _same_at_end(ev, step: int) -> bool:
     return bool(every) and step % every == 0 and not ev.get("final_kwargs")
 
 
+def _stop_requested() -> bool:
+    return preemption.requested() is not None
+
+
+def _eval_batches(config, b):
+    """The eval split as global device batches; stops between batches on a preemption."""
+    for x in data.eval_batches(b["eval_source"], config.eval_batch_size):
+        if _stop_requested():
+            raise EvalInterrupted("evaluation interrupted")
+        yield data.make_global_batch(x, b["batch_sharding"])
+
+
 def _evaluate(config, b, params, step: int, workdir: str, writer, final: bool,
               last: int | None = None) -> dict:
     """Runs the configured evaluations due at `step` (all of them when final).
 
     At the last step (`last`), an eval that the final evaluation repeats unchanged is left
     to it (`_same_at_end`), and the final evaluation writes its metrics to the eval split
-    too, so curves still end at the last step without computing it twice.
+    too, so curves still end at the last step without computing it twice. A preemption
+    raises `EvalInterrupted` between batches (or an eval's own chunks); nothing of the
+    interrupted step is written, so the resumed run evaluates it again.
     """
     out, periodic = {}, {}
     for name, ev in (config.get("evals") or {}).items():
@@ -192,9 +176,8 @@ def _evaluate(config, b, params, step: int, workdir: str, writer, final: bool,
             workdir=workdir, train_source=b["train_source"], eval_source=b["eval_source"],
             is_main=jax.process_index() == 0,
             progress_bar=bool(config.get("progress_bar", True)),
-            eval_batches=lambda: (
-                data.make_global_batch(x, b["batch_sharding"])
-                for x in data.eval_batches(b["eval_source"], config.eval_batch_size)))
+            eval_batches=lambda: _eval_batches(config, b), should_stop=_stop_requested)
+        ctx.check_stop()
         result = fn(params, ctx, **kwargs)
         out.update(result)
         if final and _same_at_end(ev, step):
@@ -206,33 +189,89 @@ def _evaluate(config, b, params, step: int, workdir: str, writer, final: bool,
     return out
 
 
-def _check_finite(state, last_saved: int | None) -> None:
+def _due_at(config, step: int, last: int) -> bool:
+    """Whether a periodic evaluation (other than one the final evaluation repeats) is due."""
+    return any(ev.get("every_steps", 0) and step % ev.get("every_steps", 0) == 0
+               and not (step == last and _same_at_end(ev, step))
+               for ev in (config.get("evals") or {}).values())
+
+
+def _check_finite(config, state, last_saved: int | None) -> None:
     bad = int(jax.device_get(state["nonfinite_step"]))
     if bad >= 0:
         where = f"step {last_saved}" if last_saved is not None else "none saved yet"
+        opt = config.optimizer
+        clip = opt.get("grad_clip_norm")
+        advice = (f"lower config.optimizer.learning_rate (now {opt.get('learning_rate')}) "
+                  + (f"or config.optimizer.grad_clip_norm (now {clip})" if clip else
+                     "or set config.optimizer.grad_clip_norm (e.g. 1.0)"))
         raise NonFiniteLossError(
-            f"non-finite loss at step {bad}: stopped; the last good checkpoint is {where} "
-            f"(lower the learning rate or enable config.optimizer.grad_clip_norm)")
+            f"non-finite loss at step {bad}: stopped; the last good checkpoint is {where}; "
+            f"{advice}, and rerun in a new --workdir (or in this one with "
+            "--allow_config_change: it resumes from that checkpoint)")
 
 
-def train_and_evaluate(config, workdir: str) -> dict[str, float]:
+def _preempted(step: int, workdir: str, saved: bool) -> dict[str, float]:
+    signum = preemption.requested() or 15
+    name = {2: "Ctrl-C", 15: "SIGTERM"}.get(signum, f"signal {signum}")
+    where = (f"checkpoint saved at step {step}" if saved else "no checkpoint needed")
+    log.warning("preempted by %s at step %d", name, step)
+    if jax.process_index() == 0:
+        print(f"preempted ({name}): {where} in {workdir}; rerun the same command to resume",
+              file=sys.stderr, flush=True)
+    return {"preempted": 1.0, "step": float(step), "signal": float(signum)}
+
+
+def _compare_run(workdir: str, config, allow_config_change: bool
+                 ) -> tuple[dict | None, dict]:
+    """Compares the workdir's run with `config` (before anything is built or restored).
+
+    Returns (the stored final metrics when the run finished already under the same config,
+    up to `workdir.HARMLESS` settings, so nothing is repeated, else None; the changes to
+    record). Raises a one-line ConfigError for a changed config unless
+    `allow_config_change`. A workdir without checkpoints or final metrics holds no run.
+    """
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    has_run = os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))
+    done = workdir_lib.finished(workdir)
+    changes = workdir_lib.config_changes(workdir, config) if (has_run or done) else {}
+    if not allow_config_change:
+        workdir_lib.require_same(workdir, changes)
+    real = [k for k in changes if not workdir_lib.is_harmless(k)]
+    return (done if done is not None and not real else None), changes
+
+
+def train_and_evaluate(config, workdir: str, *,
+                       allow_config_change: bool = False) -> dict[str, float]:
     """Trains and evaluates the configured model; resumes from `workdir` if it holds a run.
 
-    Returns the final metrics (also written to `workdir/final_metrics.json`). If SIGTERM (or
-    a multi-host preemption notice) arrives, saves a checkpoint and returns
-    `{"preempted": 1.0, "step": N}` early; the next call resumes from it.
+    Returns the final metrics (also written to `workdir/final_metrics.json`). A workdir
+    holding a run of a different config is a one-line `ConfigError` before anything is
+    restored, unless `allow_config_change` (the change is recorded in
+    `config_history.jsonl`); a finished run of the same config returns its final metrics
+    without repeating anything. If SIGTERM or Ctrl-C (or a multi-host preemption notice)
+    arrives, training or evaluation stops within a step or an eval batch, a checkpoint is
+    saved and `{"preempted": 1.0, "step": N, "signal": S}` is returned; the next call
+    resumes from it.
     """
-    b = build(config, workdir)
+    config_check.validate(config)
     is_main = jax.process_index() == 0
-    os.makedirs(workdir, exist_ok=True)
-    if is_main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
-
+    workdir_lib.prepare(workdir)
+    done, changes = _compare_run(workdir, config, allow_config_change)
+    if done is not None:
+        if is_main:
+            print(f"finished already in {workdir} (step {int(done.get('step', 0))}): nothing "
+                  "to do; use a new --workdir to train again", file=sys.stderr, flush=True)
+        return dict(done, finished_already=1.0)
+    b = build(config, workdir)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                    save_every_steps=config.checkpoint_every_steps,
                                    keep=config.keep_checkpoints)
-    restored = ckpt.restore_latest(b["abstract_state"])
+    try:
+        restored = ckpt.restore_latest(b["abstract_state"])
+    except BaseException:
+        ckpt.close()
+        raise
     pipeline = b["pipeline"]
     if restored is None:
         state = jax.jit(b["init_fn"], out_shardings=b["state_sharding"])(b["init_key"])
@@ -242,25 +281,47 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         pipeline.set_state(data_state)
         last_saved = step
         log.info("resumed from step %d in %s", step, workdir)
+    old_final = workdir_lib.finished(workdir)
+    if is_main:
+        workdir_lib.record(workdir, config, changes, step)
+        if old_final is not None:  # training goes on past it (a recorded config change)
+            os.replace(os.path.join(workdir, workdir_lib.FINAL_FILE),
+                       os.path.join(workdir, f"final_metrics_step{int(old_final['step'])}.json"))
 
     train_step = TrainStep(b["loss_fn"], b["tx"], state_sharding=b["state_sharding"],
                            batch_sharding=b["batch_sharding"], replicated=b["repl"])
-    writer = metrics.MetricWriter(workdir)
+    writer = metrics.MetricWriter(workdir, resume_step=step)
     total = config.num_train_steps
     bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True,
                disable=not (is_main and config.get("progress_bar", True)))
     pending: list[dict] = []
     t_last, step_last = time.perf_counter(), step
     multihost = jax.process_count() > 1
+    # XLA's CPU runtime deadlocks when a multi-device step with an all-reduce is still
+    # waiting for some of its per-device launches while the next step's launches, queued by
+    # async dispatch, fill the dispatch pool and wait for its outputs (seen as "Termination
+    # timeout for all reduce ... Expected 8 threads" with 8 fake devices on 2 cores). On CPU
+    # the step therefore completes before the next is dispatched; accelerators keep async
+    # dispatch (no host thread pool runs their collectives).
+    sync_each_step = jax.default_backend() == "cpu" and b["mesh"].devices.size > 1
     data_state = pipeline.get_state()
     batches = data.DevicePrefetcher(pipeline, b["batch_sharding"], config.get("prefetch", 2))
     # Loop settings read once: ConfigDict lookups cost microseconds, and a step may cost ~1 ms.
     log_every, periods = config.log_every_steps, [p for p in _eval_periods(config) if p]
     try:
-        with _Preemption(enabled=not multihost) as preempt:
+        with preemption.guard(enabled=not multihost):
+            # A run stopped during the evaluations of its checkpoint step evaluates it first.
+            if step and _due_at(config, step, total) and not writer.logged(step, "eval"):
+                try:
+                    _evaluate(config, b, state["params"], step, workdir, writer, final=False,
+                              last=total)
+                except EvalInterrupted:
+                    return _preempted(step, workdir, saved=False)
             while step < total:
                 batch, data_state = next(batches)
                 state, m = train_step(state, batch, b["train_key"])
+                if sync_each_step:
+                    jax.block_until_ready(m)
                 step += 1
                 pending.append(m)
                 bar.update(1)
@@ -272,25 +333,30 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                     t_last, step_last, pending = now, step, []
                     writer.write(step, means)
                     bar.set_postfix(loss=f"{means['loss']:.3f}")
-                    _check_finite(state, last_saved)
-                if any(step % p == 0 for p in periods):
+                    _check_finite(config, state, last_saved)
+                if any(step % p == 0 for p in periods) and not _stop_requested():
                     t_eval = time.perf_counter()
-                    _evaluate(config, b, state["params"], step, workdir, writer, final=False,
-                              last=total)
+                    try:
+                        _evaluate(config, b, state["params"], step, workdir, writer,
+                                  final=False, last=total)
+                    except EvalInterrupted:
+                        pass  # saved below; the resumed run evaluates this step again
                     t_last += time.perf_counter() - t_eval  # steps_per_sec: training only
-                stop = preempt.requested or (multihost and ckpt.reached_preemption(step))
+                stop = _stop_requested() or (multihost and ckpt.reached_preemption(step))
                 if ckpt.should_save(step) or stop:
-                    _check_finite(state, last_saved)
+                    _check_finite(config, state, last_saved)
                     ckpt.save(step, state, data_state)
                     last_saved = step
                 if stop:
-                    log.warning("preemption requested: saved step %d, exiting", step)
-                    bar.write(f"preempted: checkpoint saved at step {step} in {workdir}")
-                    return {"preempted": 1.0, "step": float(step)}
-            _check_finite(state, last_saved)
+                    return _preempted(step, workdir, saved=True)
+            _check_finite(config, state, last_saved)
             ckpt.save(step, state, data_state)  # async: overlaps the final evals
             bar.close()
-            final = _evaluate(config, b, state["params"], step, workdir, writer, final=True)
+            try:
+                final = _evaluate(config, b, state["params"], step, workdir, writer,
+                                  final=True)
+            except EvalInterrupted:
+                return _preempted(step, workdir, saved=True)
     finally:
         batches.close()
         bar.close()
@@ -300,8 +366,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     final["step"] = float(step)
     final["num_traces"] = float(train_step.num_traces)
     if is_main:
-        with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
+        tmp = os.path.join(workdir, workdir_lib.FINAL_FILE + ".tmp")
+        with open(tmp, "w") as f:
             json.dump(final, f, indent=2)
+        os.replace(tmp, os.path.join(workdir, workdir_lib.FINAL_FILE))
         metrics.plot_curves(workdir)
     return final
-
