@@ -11,7 +11,7 @@ import pytest
 
 from tests.train.conftest import ROOT
 
-STEPS = 300
+STEPS = 200
 
 
 @pytest.mark.slow
