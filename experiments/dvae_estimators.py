@@ -7,20 +7,26 @@ Launch one estimator (the `:arg` picks a variant; add `,runlocal` for a seconds-
   python -m ssl_gen.train.main \
       --config=experiments/dvae_estimators.py:bernoulli,estimator=disarm --workdir=runs/dvae_disarm
 
-The comparison sweep (`sweep`: one training run per estimator and seed, then a report);
-`make run` runs exactly this (REINFORCE-LOO, Gumbel-Softmax and straight-through, 2,000
-steps each, ~5 minutes on a 2-core CPU):
+The comparison sweep (`sweep`: one training run per estimator and seed, then a report).
+`make run` runs these two (~5 minutes on a 2-core CPU): REINFORCE-LOO, Gumbel-Softmax and
+straight-through trained 2,000 steps each with every categorical preset (14) measured at
+their parameters every 500 steps (`track="every"`), then DisARM on Bernoulli latents with
+ARM, DisARM and RLOO measured along it:
 
   python -m ssl_gen.train.compare --config=experiments/dvae_estimators.py:categorical,sweep \
-      --workdir=runs/dvae_compare --config.estimators=rloo,gumbel_softmax,straight_through
+      --workdir=runs/dvae_comparison/categorical
+  python -m ssl_gen.train.compare --config=experiments/dvae_estimators.py:bernoulli,sweep \
+      --config.estimators=disarm --config.track=rloo,arm,disarm \
+      --config.num_train_steps=1000 --workdir=runs/dvae_comparison/bernoulli
 
 writes DIR/<estimator>_s<seed>/ (each a trainer run) and DIR/report.md (a table per
 estimator: final test ELBO and NLL, mean gradient log-variance, time and function
 evaluations per step; plots of ELBO and log-variance against step, and of every estimator's
 log-variance along each run's trajectory). `--config.seeds=0,1,2` repeats each estimator;
 `--config.num_train_steps=...` sets the budget; `--config.track=own` measures only each
-run's own estimator (cheaper for long estimator lists; the default `all` measures every
-estimator of the sweep at each run's parameters, as REBAR's Fig. 2 does).
+run's own estimator (cheaper for long estimator lists), `all` every estimator of the sweep
+at each run's parameters (as REBAR's Fig. 2 does), `every` every preset of the latent
+space (the embedded sweep's default), or a comma-separated list of presets.
 
 Every run warms the KL weight up from 0 to 1 over the first 500 steps
 (`objective.kwargs.kl_warmup_steps`, shared by the sweep's runs): without it the posterior
@@ -218,7 +224,7 @@ def _sweep(c, arg):
     c.seeds = "0"  # comma-separated
     # "all": every run's tracker measures every estimator of `estimators` at that run's
     # parameters (REBAR's Fig. 2: all estimators on one trajectory); "own": its own only.
-    c.track = "all"
+    c.track = "all"  # or "own", "every" (every preset), or comma-separated presets
     # Every preset this latent space can run, with the variant's schedule lengths.
     anneal = c.objective.kwargs.get("temperature_schedule", {}).get("anneal_steps")
     c.objective.kwargs = {k: v for k, v in c.objective.kwargs.items()
@@ -245,6 +251,12 @@ def _sweep(c, arg):
         c.log_every_steps = 50
         c.checkpoint_every_steps = SWEEP_STEPS // 2
         c.progress_bar = False
+        # Every preset of the latent space (not only the trained ones) measured at each
+        # trained run's parameters, 4 times along its trajectory: the main job's table of
+        # every estimator's variance, bias against its floor, SNR and cost.
+        c.track = "every"
+        c.evals.gradient_variance.every_steps = SWEEP_STEPS // 4
+        c.evals.gradient_variance.kwargs.num_replicas = 32  # 14 estimators: ~5 min in all
     if arg.binarized_mnist or arg.mnist:  # 100 tracker evaluations along 100k steps
         c.evals.gradient_variance.every_steps = 1_000
     if arg.runlocal:  # ~20 s per estimator on 2 CPU cores, most of it compilation

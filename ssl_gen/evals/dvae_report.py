@@ -48,6 +48,8 @@ COLUMNS = (
 )
 # The tracker's statistics, averaged over each run's evaluations (a second table).
 GRAD_STATS = ("log_variance", "bias", "bias_floor", "snr", "cosine")
+# ... and for the table of every measured estimator, with its cost.
+TRACKED_STATS = GRAD_STATS + ("fevals", "ms_per_estimate")
 
 
 class Run(NamedTuple):
@@ -90,13 +92,16 @@ def summarize_run(run: Run) -> dict[str, Any]:
     speed = _series(rows, "train", "steps_per_sec")
     rates = [v for _, v in sorted(speed.items())][1:] or list(speed.values())
     fevals = _series(rows, "train", "fevals")
+    finite = lambda d: [v for v in d.values() if math.isfinite(v)]
+    mean = lambda vs: float(np.mean(vs)) if vs else math.nan
     gv = {s: _series(rows, "eval", f"{PREFIX}{run.estimator}/{s}") for s in GRAD_STATS}
     # Every estimator the run's tracker measured at its parameters (track="all" sweeps).
     measured = sorted({k[len(PREFIX):].rsplit("/", 1)[0] for r in rows
                        if r.get("split") == "eval" for k in r if k.startswith(PREFIX)})
     along = {m: _series(rows, "eval", f"{PREFIX}{m}/log_variance") for m in measured}
-    finite = lambda d: [v for v in d.values() if math.isfinite(v)]
-    mean = lambda vs: float(np.mean(vs)) if vs else math.nan
+    # Every measured estimator's statistics, as mean over this run's evaluations.
+    tracked = {m: {s: mean(finite(_series(rows, "eval", f"{PREFIX}{m}/{s}")))
+                   for s in TRACKED_STATS} for m in measured}
     test_elbo = _series(rows, "eval", "elbo")
     if "elbo" in final and "step" in final:  # the final evaluation ends the test curve
         test_elbo[int(final["step"])] = float(final["elbo"])
@@ -112,6 +117,7 @@ def summarize_run(run: Run) -> dict[str, Any]:
         "steps": int(final.get("step", 0)),
         "grad": {s: mean(finite(v)) for s, v in gv.items()},
         "along": along,  # measured estimator -> step -> log-variance on this trajectory
+        "tracked": tracked,  # measured estimator -> statistic -> mean over evaluations
         "curves": {"train ELBO (the trained objective)": _series(rows, "train", "elbo"),
                    "test ELBO (exact codes)": test_elbo,
                    "log-variance of the encoder gradient": gv["log_variance"]},
@@ -170,6 +176,35 @@ def gradient_table(summaries: Sequence[dict]) -> str:
     for name, runs in groups.items():
         cells = [_cell([r["grad"][s] for r in runs], ".3g") for s in GRAD_STATS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def every_estimator_table(summaries: Sequence[dict]) -> str:
+    """Every estimator the trackers measured (rows), averaged over all trajectories and
+    evaluations: cost (f evaluations per example, milliseconds per estimate), then
+    log-variance, bias next to its floor, SNR and cosine. Sorted by cost, then variance:
+    rows with the same f evals are the fair comparison. Empty when each run measured only
+    its own estimator."""
+    if not _tracked_several(summaries):
+        return ""
+    names = sorted({m for s in summaries for m in s.get("tracked", {})})
+    rows = []
+    for m in names:
+        per = [s["tracked"][m] for s in summaries if m in s.get("tracked", {})]
+        avg = {k: float(np.nanmean([p[k] for p in per])) if any(
+            math.isfinite(p[k]) for p in per) else math.nan for k in TRACKED_STATS}
+        rows.append((m, avg, len(per)))
+    rows.sort(key=lambda r: (r[1]["fevals"] if math.isfinite(r[1]["fevals"]) else 1e9,
+                             r[1]["log_variance"]))
+    fmt = lambda v, f: "-" if not math.isfinite(v) else format(v, f)
+    lines = ["| estimator | f evals | ms / estimate | log-variance | bias | bias floor | "
+             "bias / floor | SNR | cosine | trajectories |", "|---" * 10 + "|"]
+    for m, a, n in rows:
+        ratio = a["bias"] / a["bias_floor"] if a["bias_floor"] > 0 else math.nan
+        lines.append(f"| {m} | {fmt(a['fevals'], '.0f')} | {fmt(a['ms_per_estimate'], '.2f')} "
+                     f"| {fmt(a['log_variance'], '.2f')} | {fmt(a['bias'], '.3g')} | "
+                     f"{fmt(a['bias_floor'], '.3g')} | {fmt(ratio, '.2f')} | "
+                     f"{fmt(a['snr'], '.3g')} | {fmt(a['cosine'], '.3f')} | {n} |")
     return "\n".join(lines)
 
 
@@ -260,6 +295,7 @@ class Report(NamedTuple):
     summaries: list[dict]  # one per run
     plots: list[str]
     trajectory_table: str = ""  # every estimator along each trajectory (track="all")
+    every_table: str = ""  # every measured estimator's statistics and cost
 
 
 def write_report(workdir: str, runs: Sequence[Run], *, title: str = "",
@@ -277,6 +313,16 @@ def write_report(workdir: str, runs: Sequence[Run], *, title: str = "",
     along = plot_trajectories(summaries, os.path.join(workdir, "plots",
                                                       "log_variance_on_each_trajectory.png"))
     plots += [along] if along else []
+    every = every_estimator_table(summaries)
+    every_parts = [
+        "## Every estimator, measured at the same parameters",
+        "Each estimator's encoder gradient measured by the tracker at the parameters of the "
+        "trained runs (mean over their trajectories and evaluations), on the same fixed "
+        "batch against the same reference. Cost first: rows with the same f evals (decoder "
+        "evaluations per example for one estimate) are the fair comparison; ms / estimate "
+        "is one estimate's wall time on the batch (compilation left out). bias / floor near "
+        "1 is what an unbiased estimator shows; above it, the estimator is biased.",
+        every] if every else []
     cross_parts = [
         "## Every estimator along each trajectory",
         "Mean log-variance of each estimator's encoder gradient (columns), measured at the "
@@ -295,7 +341,7 @@ def write_report(workdir: str, runs: Sequence[Run], *, title: str = "",
              "(`gradient_variance.default_reference`): its own error, estimated from the two, "
              "adds to the bias and is in the floor (sqrt(V / R + reference_noise^2)), so an "
              "unbiased estimator's bias sits at its floor either way.",
-             grads, *cross_parts, "## Plots",
+             grads, *every_parts, *cross_parts, "## Plots",
              *[f"![{os.path.basename(p)}](plots/{os.path.basename(p)})" for p in plots],
              "## Runs", "\n".join(f"- {r.estimator}, seed {r.seed}: "
                                   f"`{os.path.relpath(r.workdir, workdir)}/`" for r in runs),
@@ -306,4 +352,4 @@ def write_report(workdir: str, runs: Sequence[Run], *, title: str = "",
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump([{k: v for k, v in s.items() if k not in ("curves", "along")}
                    for s in summaries], f, indent=1)
-    return Report(text, table, grads, summaries, plots, cross)
+    return Report(text, table, grads, summaries, plots, cross, every)

@@ -17,6 +17,7 @@ parameter can be traced (k of the Gaussian functions, t of the Bernoulli toy).
 
 from __future__ import annotations
 
+import difflib
 import functools
 import math
 import os
@@ -43,9 +44,15 @@ def make_estimator(spec: Mapping[str, Any], **overrides) -> tuple[est.Estimator,
     """`{"name": factory, "num_samples": K, **kwargs}` -> (estimator, K); one-line errors."""
     kwargs = {**dict(spec), **overrides}
     name, num_samples = kwargs.pop("name"), kwargs.pop("num_samples", 1)
-    factory = getattr(est, name, None) if name in est.__all__ else None
-    if not callable(factory):
-        raise ValueError(f"unknown estimator {name!r} in the toy config")
+    factory = getattr(est, name) if name in est.FACTORIES else None
+    if factory is None:
+        near = difflib.get_close_matches(str(name), list(est.FACTORIES), n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ValueError(f"unknown estimator {name!r} in the toy config{hint} Known: "
+                         f"{', '.join(sorted(est.FACTORIES))}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
+        raise ValueError(f"estimator {name!r}: num_samples must be an int, got "
+                         f"{num_samples!r}")
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     return factory(**kwargs), int(num_samples)
 

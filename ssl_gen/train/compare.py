@@ -6,10 +6,12 @@ r"""Run the discrete-VAE estimator comparison: one trainer run per estimator and
 
 The config is a trainer config plus the sweep keys (`config.runner == "dvae_comparison"`):
 `estimators` (comma-separated names), `seeds` (comma-separated ints), `presets` (name ->
-objective kwargs) and `track` ("own" or "all"). Each run gets the trainer config with those
-keys removed, the preset merged over the shared `config.objective.kwargs`, the seed, and
-the gradient-variance eval set to measure its own estimator (`track="own"`) or every
-estimator of the sweep at its parameters (`track="all"`, REBAR's all-on-one-trajectory);
+objective kwargs) and `track` ("own", "all" or "every"). Each run gets the trainer config
+with those keys removed, the preset merged over the shared `config.objective.kwargs`, the
+seed, and the gradient-variance eval set to measure its own estimator (`track="own"`),
+every estimator of the sweep at its parameters (`track="all"`, REBAR's
+all-on-one-trajectory), every preset of the latent space, trained or not
+(`track="every"`: what `make run` shows), or the presets named (`track="rloo,arm"`);
 it trains through `trainer.train_and_evaluate` into DIR/<estimator>_s<seed>/.
 A run whose directory already holds final metrics for the same config is not retrained,
 so an interrupted sweep resumes and a finished one re-renders. Then
@@ -22,27 +24,29 @@ Lives in `train/` because it drives the trainer (imports go train -> evals, neve
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import sys
 import time
 
 import jax
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from ssl_gen import cli, preemption
+from ssl_gen.errors import UserError
 from ssl_gen.evals import dvae_report
-from ssl_gen.train import trainer
+from ssl_gen.train import config_check, trainer
+from ssl_gen.train import workdir as workdir_lib
 
 RUNNER = "dvae_comparison"  # the `config.runner` this module runs
 SWEEP_KEYS = ("runner", "estimators", "seeds", "presets", "track")
-TRACK = ("own", "all")  # config.track: which estimators each run's tracker measures
+TRACK = ("own", "all", "every")  # config.track: which estimators each run's tracker measures
 
 log = logging.getLogger(__name__)
 
 
-class SweepError(ValueError):
+class SweepError(UserError, ValueError):
     """A mistake in the sweep keys, said in one line."""
 
 
@@ -83,21 +87,24 @@ def run_config(config, estimator: str, seed: int, tracked: list[str] | None = No
 
 
 def _done(workdir: str, config) -> bool:
-    """Whether `workdir` holds a finished run of exactly `config`."""
-    final, saved = (os.path.join(workdir, f) for f in ("final_metrics.json", "config.json"))
-    if not (os.path.exists(final) and os.path.exists(saved)):
+    """Whether `workdir` holds a finished run of `config` (up to settings that do not change
+    training, `workdir.HARMLESS`)."""
+    if workdir_lib.finished(workdir) is None:
         return False
-    with open(saved) as f:
-        same = json.load(f) == json.loads(config.to_json_best_effort())
-    with open(final) as f:
-        return same and "preempted" not in json.load(f)
+    changes = workdir_lib.config_changes(workdir, config)
+    return workdir_lib.stored_config(workdir) is not None and not any(
+        not workdir_lib.is_harmless(k) for k in changes)
 
 
-def run(config, workdir: str, *, verbose: bool = False) -> dvae_report.Report:
+def run(config, workdir: str, *, verbose: bool = False,
+        allow_config_change: bool = False) -> dvae_report.Report | None:
     """Trains every (estimator, seed) of the sweep, then writes the report into `workdir`.
 
     `verbose` prints a line per run (which, how long, its test NLL): the command line's
-    progress, since the runs themselves show no progress bar.
+    progress, since the runs themselves show no progress bar. SIGTERM or Ctrl-C stops the
+    sweep within seconds, inside a run (which saves a checkpoint) or between two; then
+    None is returned and rerunning the same command resumes. `allow_config_change` lets a
+    run directory holding another config resume under this one (recorded there).
     """
     if config.get("runner") != RUNNER:
         raise SweepError(f"config.runner is {config.get('runner')!r}, not {RUNNER!r}: "
@@ -108,30 +115,42 @@ def run(config, workdir: str, *, verbose: bool = False) -> dvae_report.Report:
     except ValueError as e:
         raise SweepError(f"config.seeds={config.seeds!r}: comma-separated ints ({e})") from None
     track = config.get("track", "own")
-    if track not in TRACK:
-        raise SweepError(f"config.track={track!r}: one of {TRACK}")
-    tracked = estimators if track == "all" else None
+    if track in TRACK:
+        tracked = {"all": estimators, "every": list(config.presets)}.get(track)
+    else:  # a comma-separated list of presets, measured on every run's trajectory
+        tracked = _names(track, "track")
+        unknown = [n for n in tracked if n not in config.presets]
+        if unknown:
+            raise SweepError(f"config.track={track!r}: one of {TRACK} or comma-separated "
+                             f"presets; {unknown[0]!r} is not one of {list(config.presets)}")
     configs = {(e, s): run_config(config, e, s, tracked) for e in estimators for s in seeds}
-    os.makedirs(workdir, exist_ok=True)
+    for c in configs.values():  # every run's config is checked before the first trains
+        config_check.validate(c)
+    workdir_lib.prepare(workdir)
     runs, wall = [], {}
     say = print if (verbose and jax.process_index() == 0) else (lambda *a, **k: None)
-    for i, ((name, seed), c) in enumerate(configs.items(), start=1):
-        run_dir = os.path.join(workdir, f"{name}_s{seed}")
-        runs.append(dvae_report.Run(name, seed, run_dir))
-        head = f"[{i}/{len(configs)}] {name}, seed {seed}:"
-        if _done(run_dir, c):
-            log.info("%s: finished already, not retrained", run_dir)
-            say(f"{head} finished already in {run_dir}, not retrained", flush=True)
-            continue
-        say(f"{head} training {c.num_train_steps} steps ...", end=" ", flush=True)
-        t0 = time.perf_counter()
-        final = trainer.train_and_evaluate(c, run_dir)
-        wall[run_dir] = time.perf_counter() - t0
-        if "preempted" in final:
-            say("preempted", flush=True)
-            raise SweepError(f"preempted during {run_dir}; rerun the same command to resume")
-        k, nll = dvae_report.final_nll(final)
-        say(f"{wall[run_dir]:.0f} s" + (f", test NLL {nll:.2f}" if k else ""), flush=True)
+    with preemption.guard(enabled=jax.process_count() == 1):
+        for i, ((name, seed), c) in enumerate(configs.items(), start=1):
+            run_dir = os.path.join(workdir, f"{name}_s{seed}")
+            runs.append(dvae_report.Run(name, seed, run_dir))
+            head = f"[{i}/{len(configs)}] {name}, seed {seed}:"
+            if _done(run_dir, c):
+                log.info("%s: finished already, not retrained", run_dir)
+                say(f"{head} finished already in {run_dir}, not retrained", flush=True)
+                continue
+            if preemption.requested():
+                _say_stopped(workdir)
+                return None
+            say(f"{head} training {c.num_train_steps} steps ...", end=" ", flush=True)
+            t0 = time.perf_counter()
+            final = trainer.train_and_evaluate(c, run_dir,
+                                               allow_config_change=allow_config_change)
+            wall[run_dir] = time.perf_counter() - t0
+            if "preempted" in final:
+                say("stopped", flush=True)
+                return None
+            k, nll = dvae_report.final_nll(final)
+            say(f"{wall[run_dir]:.0f} s" + (f", test NLL {nll:.2f}" if k else ""), flush=True)
     notes = ["Wall time (training and evaluations): " + ", ".join(
         f"{os.path.basename(d)} {t:.0f} s" for d, t in wall.items()) + "."] if wall else []
     ds = config.dataset.name
@@ -140,26 +159,39 @@ def run(config, workdir: str, *, verbose: bool = False) -> dvae_report.Report:
     return dvae_report.write_report(workdir, runs, title=title, notes=notes)
 
 
-def main(argv, config_flag, workdir_flag):
+def _say_stopped(workdir: str) -> None:
+    signum = preemption.requested()
+    name = {2: "Ctrl-C", 15: "SIGTERM"}.get(signum, f"signal {signum}")
+    if jax.process_index() == 0:
+        print(f"\npreempted ({name}) between two runs of the sweep in {workdir}; rerun the "
+              "same command to resume", file=sys.stderr, flush=True)
+
+
+def main(argv, config_flag, workdir_flag, allow_flag) -> int:
     """Runs the sweep of `--config` into `--workdir` and prints the table."""
     del argv
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    logging.getLogger("jax").setLevel(logging.WARNING)  # not "Unable to initialize 'tpu'"
-    from ssl_gen.data import DatasetNotFoundError
-    from ssl_gen.train.config_check import ConfigError
-
-    try:
-        report = run(config_flag.value, workdir_flag.value, verbose=True)
-    except (SweepError, ConfigError, trainer.NonFiniteLossError, DatasetNotFoundError) as e:
-        sys.exit(f"error: {e}")
+    if cli.print_config_requested():
+        cli.print_config(config_flag.value)
+        return 0
+    if not workdir_flag.value:
+        cli.fail("--workdir is required (the sweep's directory: runs, report.md, plots)", 2)
+    report = run(config_flag.value, workdir_flag.value, verbose=True,
+                 allow_config_change=allow_flag.value)
+    if report is None:
+        return preemption.exit_status(preemption.requested())
     if jax.process_index() == 0:
         print(f"\n{dvae_report.FAIRNESS}\n\n{report.table}\n")
         print(f"Encoder-gradient statistics (mean over evaluations):\n\n"
               f"{report.gradient_table}\n")
+        if report.every_table:
+            print("Every estimator measured at the trained runs' parameters (mean over their "
+                  "trajectories; same f evals = the fair comparison; bias / floor ~ 1 means "
+                  f"unbiased):\n\n{report.every_table}\n")
         if report.trajectory_table:
             print(f"Mean log-variance of every estimator along each run's trajectory:\n\n"
                   f"{report.trajectory_table}\n")
         print(f"report.md and plots are in {workdir_flag.value}")
+    return 0
 
 
 if __name__ == "__main__":
@@ -168,5 +200,8 @@ if __name__ == "__main__":
     _config = config_flags.DEFINE_config_file(
         "config", None, "experiments/dvae_estimators.py:<variant>,sweep")
     _workdir = flags.DEFINE_string("workdir", None, "Sweep directory (runs, report.md, plots).")
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(lambda argv: main(argv, _config, _workdir))
+    _allow = flags.DEFINE_bool(
+        "allow_config_change", False, "Resume runs whose directory holds another config "
+        "under this one (recorded in each run's config_history.jsonl).")
+    flags.mark_flags_as_required(["config"])
+    cli.run(lambda argv: main(argv, _config, _workdir, _allow))
