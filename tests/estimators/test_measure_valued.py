@@ -1,11 +1,15 @@
 """measure_valued: a non-separable f with vector output against its closed-form gradient,
-and the requirement check (z^2's mean and variance: test_gaussian_quadratic.py)."""
+the laws of its variates, and the requirement check (z^2's mean and variance:
+test_gaussian_quadratic.py)."""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
+from scipy import stats
 
 from ssl_gen import estimators as est
+from ssl_gen.estimators.measure_valued import _variates
 from tests.estimators import problems as P
 from tests.estimators.tolerance import assert_mean_close
 
@@ -35,3 +39,19 @@ def test_needs_a_normal():
     objective = est.expectation(P.bern_f, P.bern_dist, est.measure_valued())
     with pytest.raises(ValueError, match="needs a Normal distribution, got Bernoulli"):
         jax.eval_shape(objective, P.BERN_LOGITS, jax.random.key(0))
+
+
+def test_variates_have_the_coupled_laws():
+    """eps ~ N(0, 1), W ~ Rayleigh, M ~ double-sided Maxwell and U = (M U) / M ~ U(0, 1),
+    from 4 random numbers a coordinate: Kolmogorov-Smirnov against each law (seeded; a
+    wrong law fails at p ~ 0 with 200k draws, 1e-4 leaves room for the seed), M's sign fair,
+    and the pairs that must be independent uncorrelated in rank (|rho| < 5 / sqrt(n))."""
+    n = 200_000
+    eps, w, m, mu = (np.asarray(x, np.float64) for x in
+                     _variates(jax.random.key(3), (n,), jnp.float32))
+    u = mu / m
+    for x, law in ((eps, "norm"), (w, "rayleigh"), (np.abs(m), "maxwell"), (u, "uniform")):
+        assert stats.kstest(x, law).pvalue > 1e-4, law
+    assert abs(np.mean(m > 0) - 0.5) < 5 * 0.5 / np.sqrt(n)
+    for a, b in ((np.abs(m), u), (m, u), (w, np.abs(m)), (eps, w), (eps, np.abs(m))):
+        assert abs(stats.spearmanr(a, b).statistic) < 5 / np.sqrt(n)
