@@ -5,6 +5,7 @@ Synthetic in-memory sources (no tfds build): every example holds each grey level
 once, in its own order, so the per-level bit frequencies are measured on N samples each.
 """
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -195,10 +196,21 @@ def _dvae_config():
 ])
 def test_config_check_rejects_bad_values_in_one_line(key, value, message):
     config = _dvae_config()
+    # Untyped fields, as in a config built by hand (the experiment's typed placeholders
+    # already refuse a str for grey_max at assignment: see the test below).
+    config.dataset = ml_collections.ConfigDict(config.dataset.to_dict())
     config.dataset[key] = value
     with pytest.raises(config_check.ConfigError) as e:
         config_check.validate(config)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_typed_placeholders_refuse_a_wrong_type_at_assignment():
+    config = _dvae_config()
+    with pytest.raises(TypeError, match="grey_max"):
+        config.dataset.grey_max = "255"
+    config.dataset.grey_max = 255  # and take the right one (a CLI override's path)
+    assert config.dataset.grey_max == 255
 
 
 @pytest.mark.parametrize("grey_max, mode", [(255, "bernoulli"), (16, "threshold"), (1, None),
