@@ -169,7 +169,8 @@ def _check_split(name: str, split: str, available: Sequence[str]) -> None:
 
 def _not_found(name: str, data_dir: str, why: str = "is not prepared") -> DatasetNotFoundError:
     near = difflib.get_close_matches(name, EMBEDDED_DATASETS, n=1, cutoff=0.75)
-    if near:  # a typo of an embedded name: say so, not how to prepare a tfds dataset
+    if near and name.split("/")[0].split(":")[0] not in tfds.list_builders(
+            with_community_datasets=False):  # a typo of an embedded name, not a tfds one
         return DatasetNotFoundError(
             f"dataset {name!r} {why} in {data_dir}; did you mean the embedded {near[0]!r}? "
             f"(embedded: {', '.join(EMBEDDED_DATASETS)})")
