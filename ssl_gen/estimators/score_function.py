@@ -79,7 +79,12 @@ def moving_average_update(
 def _leave_one_out_sum(x: jax.Array) -> jax.Array:
     """sum_{j != k} x_j for every k, along axis 0, without cancellation: (K, ...)."""
     k = x.shape[0]
-    return jnp.tensordot(1.0 - jnp.eye(k, dtype=x.dtype), x, axes=1)
+    if k > 16:  # many samples (a 1,000-sample reference): one matmul, no (K, K, ...) mask
+        return jnp.tensordot(1.0 - jnp.eye(k, dtype=x.dtype), x, axes=1)
+    # Few samples: a masked sum that fuses into f's kernels; the tensordot with (1 - I) is
+    # a separate small matmul on XLA:CPU (LOO at 1.1-2.6x the hand-written gradient).
+    off = ~jnp.eye(k, dtype=bool).reshape((k, k) + (1,) * (x.ndim - 1))
+    return jnp.sum(jnp.where(off, x[None], jnp.zeros((), x.dtype)), axis=1)
 
 
 def _dice(fs: jax.Array, log_p: jax.Array, baseline: jax.Array) -> jax.Array:
