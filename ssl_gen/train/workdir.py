@@ -37,7 +37,8 @@ def prepare(workdir: str) -> None:
         raise ConfigError(f"--workdir={workdir} is a file, not a directory: pick another path")
     try:
         os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, ".ssl_gen_write_probe")
+        # One probe per process: the hosts of a multi-host run prepare the same workdir.
+        probe = os.path.join(workdir, f".ssl_gen_write_probe.{os.getpid()}")
         with open(probe, "w") as f:
             f.write("ok")
         os.remove(probe)

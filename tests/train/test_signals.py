@@ -67,10 +67,11 @@ def _env(data_dir, cache):
             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 
 
-def _launch(workdir, env, overrides):
+def _launch(workdir, env, overrides, *flags):
     cmd = [sys.executable, "-m", "ssl_gen.train.main",
            "--config=experiments/vae.py:digits,runlocal", f"--workdir={workdir}",
-           "--config.progress_bar=False", *[f"--config.{k}={v}" for k, v in overrides.items()]]
+           "--config.progress_bar=False", *[f"--config.{k}={v}" for k, v in overrides.items()],
+           *flags]
     log = open(f"{workdir}.log", "w")  # noqa: SIM115 - a file, not a pipe: never blocks
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     proc.log = f"{workdir}.log"
@@ -117,10 +118,18 @@ def test_sigterm_during_the_final_evaluation_stops_within_seconds(data_dir, tmp_
     assert time.monotonic() - t0 < 30, "waited for the whole evaluation"
     assert out.count("preempted (SIGTERM)") == 1 and "Traceback" not in out, out[-3000:]
     assert not os.path.exists(os.path.join(workdir, "final_metrics.json"))
-    # The same command resumes: it restores step 20 and runs the final evaluation once.
-    rc, out = _finish(_launch(workdir, env, LONG_FINAL), timeout=600)
+    # Rerun (with a cheaper final bound, so an explicit config change): it restores step 20
+    # and runs the final evaluation once.
+    cheaper = {**LONG_FINAL, "evals.iwae.final_kwargs.num_samples": 100,
+               "evals.iwae.final_kwargs.chunk_size": 100}
+    rc, out = _finish(_launch(workdir, env, cheaper, "--allow_config_change"), timeout=600)
     assert rc == 0, out[-3000:]
     assert [r["step"] for r in _rows(workdir) if r["split"] == "final"] == [20]
+    with open(os.path.join(workdir, "config_history.jsonl")) as f:
+        (change,) = [json.loads(line) for line in f]
+    assert change["resumed_at_step"] == 20
+    assert set(change["changes"]) == {"evals.iwae.final_kwargs.num_samples",
+                                      "evals.iwae.final_kwargs.chunk_size"}
 
 
 @pytest.mark.slow
