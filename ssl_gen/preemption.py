@@ -74,6 +74,11 @@ def requested() -> int | None:
     return _requested
 
 
+def describe(signum: int | None) -> str:
+    """'Ctrl-C' for SIGINT, 'SIGTERM' for SIGTERM: how the one-line messages name a stop."""
+    return {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}.get(signum, f"signal {signum}")
+
+
 def exit_status(signum: int | None) -> int:
     """128 + signum (SIGTERM: 143, SIGINT: 130): the status every CLI exits with."""
     return 128 + int(signum or signal.SIGTERM)

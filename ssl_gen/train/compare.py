@@ -160,8 +160,7 @@ def run(config, workdir: str, *, verbose: bool = False,
 
 
 def _say_stopped(workdir: str) -> None:
-    signum = preemption.requested()
-    name = {2: "Ctrl-C", 15: "SIGTERM"}.get(signum, f"signal {signum}")
+    name = preemption.describe(preemption.requested())
     if jax.process_index() == 0:
         print(f"\npreempted ({name}) between two runs of the sweep in {workdir}; rerun the "
               "same command to resume", file=sys.stderr, flush=True)

@@ -213,7 +213,7 @@ def _check_finite(config, state, last_saved: int | None) -> None:
 
 def _preempted(step: int, workdir: str, saved: bool) -> dict[str, float]:
     signum = preemption.requested() or 15
-    name = {2: "Ctrl-C", 15: "SIGTERM"}.get(signum, f"signal {signum}")
+    name = preemption.describe(signum)
     where = (f"checkpoint saved at step {step}" if saved else "no checkpoint needed")
     log.warning("preempted by %s at step %d", name, step)
     if jax.process_index() == 0:
