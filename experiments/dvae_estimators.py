@@ -8,7 +8,7 @@ Launch one estimator (the `:arg` picks a variant; add `,runlocal` for a seconds-
       --config=experiments/dvae_estimators.py:bernoulli,estimator=disarm --workdir=runs/dvae_disarm
 
 The comparison sweep (`sweep`: one training run per estimator and seed, then a report).
-`make run` runs these two (~5 minutes on a 2-core CPU): REINFORCE-LOO, Gumbel-Softmax and
+`make run` runs these two (6 min 41 s on a 2-core CPU): REINFORCE-LOO, Gumbel-Softmax and
 straight-through trained 2,000 steps each with every categorical preset (14) measured at
 their parameters every 500 steps (`track="every"`), then DisARM on Bernoulli latents with
 ARM, DisARM and RLOO measured along it:
@@ -245,7 +245,7 @@ def _sweep(c, arg):
     c.evals.gradient_variance = dict(every_steps=100, kwargs=dict(num_replicas=64,
                                                                   batch_size=64))
     c.evals.images.every_steps = 0  # final grids only
-    if not (arg.runlocal or arg.binarized_mnist or arg.mnist):  # `make run`: ~5 min, 2 CPUs
+    if not (arg.runlocal or arg.binarized_mnist or arg.mnist):  # `make run`: ~7 min, 2 CPUs
         c.num_train_steps = SWEEP_STEPS
         c.evals.iwae.every_steps = 250
         c.log_every_steps = 50
@@ -256,7 +256,7 @@ def _sweep(c, arg):
         # every estimator's variance, bias against its floor, SNR and cost.
         c.track = "every"
         c.evals.gradient_variance.every_steps = SWEEP_STEPS // 4
-        c.evals.gradient_variance.kwargs.num_replicas = 32  # 14 estimators: ~5 min in all
+        c.evals.gradient_variance.kwargs.num_replicas = 32  # 14 estimators: make run 6 min 41 s
     if arg.binarized_mnist or arg.mnist:  # 100 tracker evaluations along 100k steps
         c.evals.gradient_variance.every_steps = 1_000
     if arg.runlocal:  # ~20 s per estimator on 2 CPU cores, most of it compilation
