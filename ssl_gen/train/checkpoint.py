@@ -124,11 +124,7 @@ class Checkpointer:
                 return step, out["state"], dict(out["data"])
             except Exception as e:  # noqa: BLE001 - any failure means "this one is unusable"
                 if "not compatible with the stored shape" in str(e):  # intact, other shapes
-                    raise CheckpointMismatchError(
-                        f"checkpoint step {step} in {self.directory} was written for other "
-                        f"shapes ({str(e).splitlines()[0][:160]}): it is intact and left as "
-                        "it is; resume with the config it was written with, or use a new "
-                        "--workdir") from None
+                    raise self._mismatch(step, str(e).splitlines()[0][:160]) from None
                 log.warning("checkpoint step %d in %s does not restore (%s: %s); "
                             "falling back to an older one", step, self.directory,
                             type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
@@ -149,10 +145,13 @@ class Checkpointer:
             return
         where = shape_mismatch(saved, abstract_state)
         if where:
-            raise CheckpointMismatchError(
-                f"checkpoint step {step} in {self.directory} was written for other shapes "
-                f"({where}): it is intact and left as it is; resume with the config it was "
-                "written with, or use a new --workdir")
+            raise self._mismatch(step, where)
+
+    def _mismatch(self, step: int, where: str) -> CheckpointMismatchError:
+        return CheckpointMismatchError(
+            f"checkpoint step {step} in {self.directory} was written for other shapes "
+            f"({where}): it is intact and left as it is; resume with the config it was "
+            "written with, or use a new --workdir")
 
     def _set_aside(self, step: int) -> None:
         """Moves an unreadable step to corrupt_checkpoints/ under a name not yet taken."""
