@@ -19,6 +19,9 @@ Entry points (like the Gaussian VAE's; `setup` because there are several):
 (train=True, rng stream "sample").
 
 Input `x` holds integer levels (uint8 0 .. num_levels-1), shape (B, H, W, C).
+
+Weights: `save(path, variables)` / `load(path)`, one safetensors file with
+'/'-joined keys (`ssl_gen.models.weights`), which `config.init_from` reads.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssl_gen.models import pixels
+from ssl_gen.models import pixels, weights
 
 # Named variants: the latent space and the networks of the papers' discrete-VAE benchmarks
 # (their data is 28x28 MNIST; here image_shape stays a separate field).
@@ -205,3 +208,15 @@ class Model(nn.Module):
         else:
             z = self._hard(logits)
         return self.decode(z), {"logits": logits, "z": z}
+
+
+def save(path: str, variables) -> None:
+    """Writes `variables` (`Model.init`'s output, or a train state's params and collections
+    merged) to the safetensors file `path`, keys '/'-joined ("params/encoder/Dense_0/kernel")."""
+    weights.save(path, variables, model="dvae")
+
+
+def load(path: str) -> dict:
+    """The variables of a file `save` wrote (or any safetensors file of '/'-joined keys), as
+    the nested dict of numpy arrays `Model.apply` takes; `config.init_from` reads it so."""
+    return weights.load(path, model="dvae")

@@ -12,6 +12,9 @@ because it has several): `encode(x) -> (loc, scale)`, `decode(z) -> logits`,
 the posterior mean (train=False) or one posterior sample (train=True, rng stream "sample").
 
 Input `x` holds integer levels (uint8 0 .. num_levels-1), shape (B, H, W, C).
+
+Weights: `save(path, variables)` / `load(path)`, one safetensors file with
+'/'-joined keys (`ssl_gen.models.weights`), which `config.init_from` reads.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssl_gen.models import pixels
+from ssl_gen.models import pixels, weights
 
 # Named variants: (hidden widths, latent size), with where each comes from.
 VARIANTS = {
@@ -175,3 +178,15 @@ class Model(nn.Module):
     @property
     def latent_size(self) -> int:
         return decode_variant(self.variant, self.hidden, self.latent_dim)[1]
+
+
+def save(path: str, variables) -> None:
+    """Writes `variables` (`Model.init`'s output, or a train state's params and collections
+    merged) to the safetensors file `path`, keys '/'-joined ("params/encoder/Dense_0/kernel")."""
+    weights.save(path, variables, model="vae")
+
+
+def load(path: str) -> dict:
+    """The variables of a file `save` wrote (or any safetensors file of '/'-joined keys), as
+    the nested dict of numpy arrays `Model.apply` takes; `config.init_from` reads it so."""
+    return weights.load(path, model="vae")
