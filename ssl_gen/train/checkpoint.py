@@ -177,3 +177,33 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+# Reading another run's checkpoint (`config.init_from`, see train/init.py): no target state,
+# no fallback, and the source is never changed (nothing set aside, nothing cleaned up).
+
+
+def _state_dir(step_dir: str) -> str:
+    return os.path.join(step_dir, "state")
+
+
+def saved_shapes(step_dir: str) -> Any:
+    """The state stored in one step directory as a tree of `jax.ShapeDtypeStruct`s."""
+    with ocp.PyTreeCheckpointer() as ckptr:
+        meta = ckptr.metadata(_state_dir(step_dir))
+    tree = getattr(meta, "item_metadata", meta)
+    tree = getattr(tree, "tree", tree)
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype), tree,
+                        is_leaf=lambda x: hasattr(x, "shape"))
+
+
+def read_state(step_dir: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The top-level entries `keys` of the state stored in one step directory, as host numpy
+    arrays (whatever the devices and shardings it was written with); absent keys left out."""
+    shapes = saved_shapes(step_dir)
+    wanted = {k: shapes[k] for k in keys if k in shapes}
+    target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), wanted)
+    restore_args = jax.tree.map(lambda s: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+    with ocp.PyTreeCheckpointer() as ckptr:
+        return dict(ckptr.restore(_state_dir(step_dir), args=ocp.args.PyTreeRestore(
+            item=target, restore_args=restore_args, partial_restore=True)))
