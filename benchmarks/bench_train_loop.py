@@ -36,15 +36,15 @@ from ssl_gen.train.step import TrainStep  # noqa: E402
 
 def bare_steps_per_sec(b, steps: int) -> float:
     """Steps/s of the compiled step alone, on one batch kept on the device."""
-    train_step = TrainStep(b["loss_fn"], b["tx"], state_sharding=b["state_sharding"],
-                           batch_sharding=b["batch_sharding"], replicated=b["repl"])
-    state = jax.jit(b["init_fn"], out_shardings=b["state_sharding"])(b["init_key"])
-    batch = data.make_global_batch(next(iter(b["pipeline"])), b["batch_sharding"])
-    state, _ = train_step(state, batch, b["train_key"])  # compile
+    train_step = TrainStep(b.objective, b.txs, state_sharding=b.state_sharding,
+                           batch_sharding=b.batch_sharding, replicated=b.repl)
+    state = jax.jit(b.init_fn, out_shardings=b.state_sharding)(b.init_key)
+    batch = data.make_global_batch(next(iter(b.pipeline)), b.batch_sharding)
+    state, _ = train_step(state, batch, b.train_key)  # compile
     jax.block_until_ready(state)
     t = time.perf_counter()
     for _ in range(steps):
-        state, m = train_step(state, batch, b["train_key"])
+        state, m = train_step(state, batch, b.train_key)
     jax.block_until_ready((state, m))
     return steps / (time.perf_counter() - t)
 

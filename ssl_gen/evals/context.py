@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -15,6 +15,17 @@ class EvalInterrupted(Exception):
 
 def _never() -> bool:
     return False
+
+
+def model_variables(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The Flax variables `model.apply` takes, from a train state: its `params` (always
+    `{"params": ...}`) with its non-gradient `collections` (batch statistics, codebooks)."""
+    if not (isinstance(state, Mapping) and "params" in state and "collections" in state):
+        keys = sorted(state)[:6] if isinstance(state, Mapping) else "-"
+        raise TypeError("an evaluation takes the whole train state (a dict with 'params' "
+                        f"and 'collections', as the trainer passes it); got "
+                        f"{type(state).__name__} with keys {keys}")
+    return {**state["params"], **state["collections"]}
 
 
 class EvalContext(NamedTuple):

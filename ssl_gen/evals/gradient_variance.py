@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_gen import estimators as est
+from ssl_gen.evals.context import model_variables
 
 # (params, batch, rng, **objective kwargs) -> (loss, aux); loss = -ELBO (discrete_elbo.loss_fn).
 LossFn = Callable[..., tuple[jax.Array, dict]]
@@ -307,14 +308,15 @@ def fixed_batch(source: Any, batch_size: int, field: str = "image") -> dict[str,
     return {field: np.stack([np.asarray(source[i][field]) for i in range(n)])}
 
 
-def evaluate(params, ctx, *, estimators: Mapping[str, Mapping[str, Any]],
+def evaluate(state, ctx, *, estimators: Mapping[str, Mapping[str, Any]],
              objective: str = "discrete_elbo", objective_kwargs: Mapping[str, Any] | None = None,
              reference: Mapping[str, Any] | None = None, num_replicas: int = 64,
              batch_size: int = 64, prefix: str = "gradvar/") -> dict[str, float]:
     """The tracker as a trainer eval: each estimator's gradient statistics at `params`.
 
     Args:
-      params: the current model variables. ctx: the trainer's `EvalContext`.
+      state: the train state (its model variables are evaluated). ctx: the trainer's
+        `EvalContext`.
       estimators: name -> objective kwargs (estimator, num_samples, temperature_schedule),
         e.g. presets of experiments/dvae_estimators.py. Stateful estimators are measured
         from their initial state (the objective's `init_estimator_state`).
@@ -330,6 +332,7 @@ def evaluate(params, ctx, *, estimators: Mapping[str, Mapping[str, Any]],
       `<prefix><name>/{log_variance, variance, bias, bias_floor, reference_noise, snr,
       cosine}` per estimator.
     """
+    params = model_variables(state)
     module = importlib.import_module(f"ssl_gen.objectives.{objective}")
     shared = thaw(objective_kwargs or {})
     loss_fn = functools.partial(module.loss_fn, model=ctx.model, **shared)

@@ -21,6 +21,8 @@ import jax
 import numpy as np
 from PIL import Image
 
+from ssl_gen.evals.context import model_variables
+
 MIN_PIXELS = 48  # the smallest side an image is drawn at (8x8 digits: 6x nearest neighbour)
 COLS = 8  # images per row
 _FONT_PT, _TITLE_PT, _DPI = 10, 11, 100
@@ -157,12 +159,13 @@ def run_name(workdir: str) -> str:
     return os.path.basename(os.path.normpath(str(workdir))) or str(workdir)
 
 
-def evaluate(params, ctx, *, num: int = 32, levels: int | None = None,
+def evaluate(state, ctx, *, num: int = 32, levels: int | None = None,
              tensorboard: bool = True) -> dict[str, float]:
     """Writes a reconstruction figure (data rows above their reconstructions) and a sample one.
 
     Args:
-      params: model variables. ctx: the trainer's `EvalContext`.
+      state: the train state (its model variables are evaluated). ctx: the trainer's
+        `EvalContext`.
       num: images per figure (a multiple of 8 reads best).
       levels: the data's grey levels, to scale inputs to [0, 1] (default: the model's).
       tensorboard: also write the figures as TensorBoard images (`images/<name>`).
@@ -170,6 +173,7 @@ def evaluate(params, ctx, *, num: int = 32, levels: int | None = None,
     Returns:
       {} (no metrics).
     """
+    params = model_variables(state)
     model = ctx.model
     # The first `num` eval examples, read on every host from its own copy of the eval split
     # (identical everywhere), so the jitted call below sees the same inputs on every process.

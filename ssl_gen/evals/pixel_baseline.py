@@ -32,8 +32,8 @@ def _images(source) -> np.ndarray:
     return np.stack([source[i]["image"] for i in range(len(source))])
 
 
-def evaluate(params, ctx, *, num_levels: int = 17, alpha: float = 1.0) -> dict[str, float]:
-    """{"pixel_baseline_nll": ...} on the eval split (params are unused)."""
-    del params
+def evaluate(state, ctx, *, num_levels: int = 17, alpha: float = 1.0) -> dict[str, float]:
+    """{"pixel_baseline_nll": ...} on the eval split (the train state is unused)."""
+    del state
     nll = fit_and_score(_images(ctx.train_source), _images(ctx.eval_source), num_levels, alpha)
     return {"pixel_baseline_nll": nll}

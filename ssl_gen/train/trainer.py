@@ -8,14 +8,14 @@ loop (step, log, eval, checkpoint, preemption) -> final evals and plots.
 
 from __future__ import annotations
 
+import difflib
 import functools
-import inspect
 import json
 import logging
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,9 +26,10 @@ from ssl_gen import data, preemption
 from ssl_gen.errors import UserError
 from ssl_gen.evals import EvalContext, EvalInterrupted
 from ssl_gen.train import checkpoint, config_check, metrics, optim, sharding
+from ssl_gen.train import objective as objective_lib
 from ssl_gen.train import workdir as workdir_lib
 from ssl_gen.train.config_check import ConfigError
-from ssl_gen.train.step import TrainStep, init_state, objective_inputs
+from ssl_gen.train.step import TrainStep, init_state, loss_inputs
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,33 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def build(config, workdir: str) -> dict[str, Any]:
-    """Everything a run needs, built and checked before anything compiles.
+class Build(NamedTuple):
+    """Everything a run needs, built and checked before anything compiles."""
 
-    Returns a dict with mesh, shardings, sources, pipeline, model, loss_fn, tx, keys and the
-    abstract state; `train_and_evaluate` uses it, and so do tests and benchmarks.
+    mesh: Any
+    repl: Any  # the replicated NamedSharding
+    batch_sharding: Any
+    state_sharding: Any
+    train_source: Any
+    eval_source: Any
+    pipeline: Any
+    model: Any
+    objective: objective_lib.Objective
+    txs: dict  # part name -> optax optimizer
+    init_fn: Any  # key -> initial state (jit it with out_shardings=state_sharding)
+    init_key: Any
+    train_key: Any
+    eval_key: Any
+    abstract_state: Any  # ShapeDtypeStructs with shardings: the restore target
+
+
+def build(config, workdir: str) -> Build:
+    """Validates the config, builds data, model, objective and optimizers, and checks by
+    abstract evaluation that they fit together (one-line ConfigError otherwise).
+
+    `train_and_evaluate` uses it, and so do tests and benchmarks.
     """
+    del workdir  # the run's files are the loop's business
     config_check.validate(config)
     mesh = sharding.make_mesh(config.get("num_devices"))
     try:
@@ -64,23 +86,6 @@ def build(config, workdir: str) -> dict[str, Any]:
                         grey_max=ds.get("grey_max") or 16)  # validated: None or >= 1
     pipeline = data.InputPipeline(
         train_source, global_batch_size=config.batch_size, seed=config.seed, **binarization)
-
-    model = config_check.model_class(config)(**config.model.get("kwargs", {}))
-    objective = config_check.import_symbol("ssl_gen.objectives", config.objective.name, "loss_fn",
-                                     "config.objective.name")
-    objective_kwargs = dict(config.objective.get("kwargs", {}))
-    loss_fn = functools.partial(objective, model=model, **objective_kwargs)
-    # A stateful gradient estimator's initial state, from the objective's module (see step.py).
-    init_estimator_state = getattr(inspect.getmodule(objective), "init_estimator_state", None)
-    try:
-        estimator_state = (init_estimator_state(model=model, **objective_kwargs)
-                           if init_estimator_state else None)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"config.objective: {_first_line(e)}") from None
-    tx = optim.make_optimizer(config.optimizer, config.num_train_steps)
-
-    key = jax.random.key(config.seed)
-    init_key, train_key, eval_key = (jax.random.fold_in(key, i) for i in range(3))
     example = next(iter(data.InputPipeline(
         train_source, global_batch_size=config.batch_size, seed=config.seed, **binarization)))
     if ds.get("binarize_eval"):
@@ -89,6 +94,21 @@ def build(config, workdir: str) -> dict[str, Any]:
         fixed = functools.partial(data.BinarizedSource, mode=ds.binarize_eval,
                                   grey_max=binarization["grey_max"])
         train_source, eval_source = fixed(train_source, seed=1), fixed(eval_source, seed=0)
+
+    model = config_check.model_class(config)(**config.model.get("kwargs", {}))
+    input_key = config.model.get("input_key", "image")
+    if input_key not in example:
+        near = difflib.get_close_matches(input_key, list(example), n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ConfigError(f"config.model.input_key={input_key!r} is not a field of dataset "
+                          f"{ds.name!r} (its fields: {', '.join(sorted(example))}){hint}")
+    objective = objective_lib.resolve(config, model)
+    txs = {p.name: optim.make_optimizer(objective_lib.optimizer_config(config, p.name),
+                                        config.num_train_steps)
+           for p in objective.parts}
+
+    key = jax.random.key(config.seed)
+    init_key, train_key, eval_key = (jax.random.fold_in(key, i) for i in range(3))
     n_proc = jax.process_count()
     dtype = lambda v: jax.dtypes.canonicalize_dtype(v.dtype)  # int64 -> int32 without x64
     abstract_batch = {k: jax.ShapeDtypeStruct((v.shape[0] * n_proc,) + v.shape[1:], dtype(v))
@@ -98,15 +118,16 @@ def build(config, workdir: str) -> dict[str, Any]:
     def init_fn(k):
         rngs = {"params": k, "sample": jax.random.fold_in(k, 1),
                 "dropout": jax.random.fold_in(k, 2)}
-        return init_state(model.init(rngs, _model_input(one)), tx, estimator_state)
+        return init_state(model.init(rngs, one[input_key]), objective, txs)
 
     # Shapes are checked by abstract evaluation (tracing, no compilation): a model that does
     # not fit the data is a one-line error here, not an XLA stack trace.
     try:
         abstract_state = jax.eval_shape(init_fn, init_key)
-        jax.eval_shape(lambda p, b, k, inputs: loss_fn(p, b, k, **inputs),
-                       abstract_state["params"], abstract_batch, train_key,
-                       objective_inputs(loss_fn, abstract_state))
+        for part in objective.parts:
+            jax.eval_shape(lambda p, b, k, inputs, f=part.loss_fn: f(p, b, k, **inputs),
+                           abstract_state["params"], abstract_batch, train_key,
+                           loss_inputs(part.loss_fn, abstract_state))
     except (ValueError, TypeError) as e:
         raise ConfigError(
             f"model/objective do not fit dataset {ds.name!r}: {_first_line(e)}") from None
@@ -115,15 +136,11 @@ def build(config, workdir: str) -> dict[str, Any]:
     state_sharding = jax.tree.map(lambda _: repl, abstract_state)
     abstract_state = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl), abstract_state)
-    return dict(
+    return Build(
         mesh=mesh, repl=repl, batch_sharding=sharding.batch_sharded(mesh),
         state_sharding=state_sharding, train_source=train_source, eval_source=eval_source,
-        pipeline=pipeline, model=model, loss_fn=loss_fn, tx=tx, init_fn=init_fn,
+        pipeline=pipeline, model=model, objective=objective, txs=txs, init_fn=init_fn,
         init_key=init_key, train_key=train_key, eval_key=eval_key, abstract_state=abstract_state)
-
-
-def _model_input(batch):
-    return batch["image"] if "image" in batch else batch["x"]
 
 
 def _eval_periods(config) -> list[int]:
@@ -144,13 +161,13 @@ def _stop_requested() -> bool:
 
 def _eval_batches(config, b):
     """The eval split as global device batches; stops between batches on a preemption."""
-    for x in data.eval_batches(b["eval_source"], config.eval_batch_size):
+    for x in data.eval_batches(b.eval_source, config.eval_batch_size):
         if _stop_requested():
             raise EvalInterrupted("evaluation interrupted")
-        yield data.make_global_batch(x, b["batch_sharding"])
+        yield data.make_global_batch(x, b.batch_sharding)
 
 
-def _evaluate(config, b, params, step: int, workdir: str, writer, final: bool,
+def _evaluate(config, b, state, step: int, workdir: str, writer, final: bool,
               last: int | None = None) -> dict:
     """Runs the configured evaluations due at `step` (all of them when final).
 
@@ -172,13 +189,13 @@ def _evaluate(config, b, params, step: int, workdir: str, writer, final: bool,
         if final:
             kwargs.update(ev.get("final_kwargs") or {})
         ctx = EvalContext(
-            model=b["model"], rng=jax.random.fold_in(b["eval_key"], step), step=step,
-            workdir=workdir, train_source=b["train_source"], eval_source=b["eval_source"],
+            model=b.model, rng=jax.random.fold_in(b.eval_key, step), step=step,
+            workdir=workdir, train_source=b.train_source, eval_source=b.eval_source,
             is_main=jax.process_index() == 0,
             progress_bar=bool(config.get("progress_bar", True)),
             eval_batches=lambda: _eval_batches(config, b), should_stop=_stop_requested)
         ctx.check_stop()
-        result = fn(params, ctx, **kwargs)
+        result = fn(state, ctx, **kwargs)
         out.update(result)
         if final and _same_at_end(ev, step):
             periodic.update(result)
@@ -194,6 +211,26 @@ def _due_at(config, step: int, last: int) -> bool:
     return any(ev.get("every_steps", 0) and step % ev.get("every_steps", 0) == 0
                and not (step == last and _same_at_end(ev, step))
                for ev in (config.get("evals") or {}).values())
+
+
+def _means(host: list[dict]) -> dict[str, float]:
+    """Per-metric means over the logged interval; a part's metrics (`<part>/...`, with a
+    `<part>/updated` flag) over the steps where that part updated (NaN if none did)."""
+    out = {}
+    for k in host[0]:
+        part = k.split("/", 1)[0] if "/" in k else None
+        flag = f"{part}/updated" if part else None
+        if flag in host[0] and k != flag:
+            vals = [h[k] for h in host if h[flag] > 0]
+            out[k] = float(np.mean(vals)) if vals else float("nan")
+        else:
+            out[k] = float(np.mean([h[k] for h in host]))
+    return out
+
+
+def _postfix(means: dict[str, float]) -> dict[str, str]:
+    keys = ["loss"] if "loss" in means else [k for k in means if k.endswith("/loss")]
+    return {k.replace("/loss", ""): f"{means[k]:.3f}" for k in keys}
 
 
 def _check_finite(config, state, last_saved: int | None) -> None:
@@ -268,13 +305,13 @@ def train_and_evaluate(config, workdir: str, *,
                                    save_every_steps=config.checkpoint_every_steps,
                                    keep=config.keep_checkpoints)
     try:
-        restored = ckpt.restore_latest(b["abstract_state"])
+        restored = ckpt.restore_latest(b.abstract_state)
     except BaseException:
         ckpt.close()
         raise
-    pipeline = b["pipeline"]
+    pipeline = b.pipeline
     if restored is None:
-        state = jax.jit(b["init_fn"], out_shardings=b["state_sharding"])(b["init_key"])
+        state = jax.jit(b.init_fn, out_shardings=b.state_sharding)(b.init_key)
         step, last_saved = 0, None
     else:
         step, state, data_state = restored
@@ -288,8 +325,8 @@ def train_and_evaluate(config, workdir: str, *,
             os.replace(os.path.join(workdir, workdir_lib.FINAL_FILE),
                        os.path.join(workdir, f"final_metrics_step{int(old_final['step'])}.json"))
 
-    train_step = TrainStep(b["loss_fn"], b["tx"], state_sharding=b["state_sharding"],
-                           batch_sharding=b["batch_sharding"], replicated=b["repl"])
+    train_step = TrainStep(b.objective, b.txs, state_sharding=b.state_sharding,
+                           batch_sharding=b.batch_sharding, replicated=b.repl)
     writer = metrics.MetricWriter(workdir, resume_step=step)
     total = config.num_train_steps
     bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True,
@@ -303,9 +340,9 @@ def train_and_evaluate(config, workdir: str, *,
     # timeout for all reduce ... Expected 8 threads" with 8 fake devices on 2 cores). On CPU
     # the step therefore completes before the next is dispatched; accelerators keep async
     # dispatch (no host thread pool runs their collectives).
-    sync_each_step = jax.default_backend() == "cpu" and b["mesh"].devices.size > 1
+    sync_each_step = jax.default_backend() == "cpu" and b.mesh.devices.size > 1
     data_state = pipeline.get_state()
-    batches = data.DevicePrefetcher(pipeline, b["batch_sharding"], config.get("prefetch", 2))
+    batches = data.DevicePrefetcher(pipeline, b.batch_sharding, config.get("prefetch", 2))
     # Loop settings read once: ConfigDict lookups cost microseconds, and a step may cost ~1 ms.
     log_every, periods = config.log_every_steps, [p for p in _eval_periods(config) if p]
     try:
@@ -313,31 +350,30 @@ def train_and_evaluate(config, workdir: str, *,
             # A run stopped during the evaluations of its checkpoint step evaluates it first.
             if step and _due_at(config, step, total) and not writer.logged(step, "eval"):
                 try:
-                    _evaluate(config, b, state["params"], step, workdir, writer, final=False,
+                    _evaluate(config, b, state, step, workdir, writer, final=False,
                               last=total)
                 except EvalInterrupted:
                     return _preempted(step, workdir, saved=False)
             while step < total:
                 batch, data_state = next(batches)
-                state, m = train_step(state, batch, b["train_key"])
+                state, m = train_step(state, batch, b.train_key)
                 if sync_each_step:
                     jax.block_until_ready(m)
                 step += 1
                 pending.append(m)
                 bar.update(1)
                 if step % log_every == 0 or step == total:
-                    host = jax.device_get(pending)
-                    means = {k: float(np.mean([h[k] for h in host])) for k in host[0]}
+                    means = _means(jax.device_get(pending))
                     now = time.perf_counter()
                     means["steps_per_sec"] = (step - step_last) / max(now - t_last, 1e-9)
                     t_last, step_last, pending = now, step, []
                     writer.write(step, means)
-                    bar.set_postfix(loss=f"{means['loss']:.3f}")
+                    bar.set_postfix(_postfix(means))
                     _check_finite(config, state, last_saved)
                 if any(step % p == 0 for p in periods) and not _stop_requested():
                     t_eval = time.perf_counter()
                     try:
-                        _evaluate(config, b, state["params"], step, workdir, writer,
+                        _evaluate(config, b, state, step, workdir, writer,
                                   final=False, last=total)
                     except EvalInterrupted:
                         pass  # saved below; the resumed run evaluates this step again
@@ -353,7 +389,7 @@ def train_and_evaluate(config, workdir: str, *,
             ckpt.save(step, state, data_state)  # async: overlaps the final evals
             bar.close()
             try:
-                final = _evaluate(config, b, state["params"], step, workdir, writer,
+                final = _evaluate(config, b, state, step, workdir, writer,
                                   final=True)
             except EvalInterrupted:
                 return _preempted(step, workdir, saved=True)

@@ -108,6 +108,11 @@ class _Source:
         return {"image": X[i], "grey": X[i] * 16}
 
 
+def _state(variables):
+    """A train state as the trainer passes evaluations (only its variables are read)."""
+    return {"params": variables, "collections": {}}
+
+
 def _ctx(step, key=3):
     from ssl_gen.evals.context import EvalContext
 
@@ -120,7 +125,7 @@ def test_evaluate_logs_the_statistics_and_compiles_once():
     `gradvar/<name>/<stat>` metrics, and a second call (another step) does not retrace."""
     params = MODEL.init({"params": jax.random.key(0)}, X)
     estimators = {k: ESTIMATORS[k] for k in ("disarm", "rloo")}
-    m = gv.evaluate(params, _ctx(5), estimators=estimators, num_replicas=R, batch_size=4)
+    m = gv.evaluate(_state(params), _ctx(5), estimators=estimators, num_replicas=R, batch_size=4)
     direct = gv.gradient_statistics(LOSS, params, {"image": X}, jax.random.key(3),
                                     estimators=estimators, reference=dict(estimator="exact"),
                                     num_replicas=R, step=5)
@@ -130,7 +135,7 @@ def test_evaluate_logs_the_statistics_and_compiles_once():
             np.testing.assert_allclose(m[f"gradvar/{name}/{stat}"], row[stat], rtol=1e-5)
     traces = gv.TRACES["count"]
     params2 = jax.tree.map(lambda p: p * 1.01, params)
-    m2 = gv.evaluate(params2, _ctx(10, key=4), estimators=estimators, num_replicas=R,
+    m2 = gv.evaluate(_state(params2), _ctx(10, key=4), estimators=estimators, num_replicas=R,
                      batch_size=4)
     assert gv.TRACES["count"] == traces, "a later evaluation recompiled"
     assert m2["gradvar/rloo/variance"] != m["gradvar/rloo/variance"]
@@ -141,9 +146,9 @@ def test_evaluate_follows_a_temperature_schedule():
     params = MODEL.init({"params": jax.random.key(0)}, X)
     gs = {"gs": dict(estimator={"name": "gumbel_softmax"}, num_samples=2,
                      temperature_schedule=dict(start=1.0, end=0.1, anneal_steps=10))}
-    early = gv.evaluate(params, _ctx(0), estimators=gs, num_replicas=R, batch_size=4)
+    early = gv.evaluate(_state(params), _ctx(0), estimators=gs, num_replicas=R, batch_size=4)
     traces = gv.TRACES["count"]
-    late = gv.evaluate(params, _ctx(10), estimators=gs, num_replicas=R, batch_size=4)
+    late = gv.evaluate(_state(params), _ctx(10), estimators=gs, num_replicas=R, batch_size=4)
     assert gv.TRACES["count"] == traces
     # Same key, same parameters: only the temperature differs, so the gradients do.
     assert early["gradvar/gs/variance"] != late["gradvar/gs/variance"]

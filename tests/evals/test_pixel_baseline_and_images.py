@@ -95,7 +95,7 @@ def test_evaluate_writes_titled_pngs_and_tensorboard_images(tmp_path):
     ctx = EvalContext(model=model, rng=jax.random.key(1), step=7, workdir=str(workdir),
                       eval_batches=None, train_source=None,
                       eval_source=[{"image": image} for image in x])
-    assert images.evaluate(params, ctx, num=16) == {}
+    assert images.evaluate({"params": params, "collections": {}}, ctx, num=16) == {}
     plots = workdir / "plots"
     for name in ("reconstructions", "samples"):
         png = np.asarray(Image.open(plots / f"{name}_step7.png"))

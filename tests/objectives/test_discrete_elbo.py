@@ -14,6 +14,7 @@ from ssl_gen.models import dvae
 from ssl_gen.objectives import discrete_elbo as de
 from ssl_gen.objectives import make_estimator
 from ssl_gen.train import checkpoint, sharding
+from ssl_gen.train.objective import SINGLE, Objective, Part
 from ssl_gen.train.step import TrainStep, init_state
 
 X = np.random.default_rng(0).integers(0, 2, size=(4, 8, 8, 1)).astype(np.uint8)
@@ -226,40 +227,44 @@ def test_stateful_estimator_needs_its_state():
     assert int(de.init_estimator_state(model=m, estimator=ma).count) == 0
 
 
-def _train_step(loss_fn, tx):
-    """The trainer's jitted step on a one-device mesh, and the replicated sharding."""
+def _train_step(loss_fn, tx, init_extra=None):
+    """The trainer's jitted step on a one-device mesh, and the initial state, as the trainer
+    builds them from the objective (`ssl_gen.train.objective`)."""
     mesh = sharding.make_mesh(1)
     repl = sharding.replicated(mesh)
-    step = TrainStep(loss_fn, tx, state_sharding=repl, batch_sharding=sharding.batch_sharded(mesh),
-                     replicated=repl)
-    return step, repl
+    obj = Objective((Part(SINGLE, loss_fn),), init_extra, None)
+    step = TrainStep(obj, {SINGLE: tx}, state_sharding=repl,
+                     batch_sharding=sharding.batch_sharded(mesh), replicated=repl)
+    state = jax.device_put(init_state(_params("categorical"), obj, {SINGLE: tx}), repl)
+    return step, state
 
 
 def test_train_step_passes_the_step_and_threads_the_estimator_state(tmp_path):
     """The trainer's protocol (ssl_gen.train.step): `step=` drives the temperature; the
-    estimator state lives in state["estimator_state"], is not logged, and checkpoints."""
+    estimator state lives in state["extra"]["estimator_state"], is not logged, and
+    checkpoints."""
     m, tx = MODELS["categorical"], optax.adam(1e-3)
     sched = dict(start=1.0, end=0.5, anneal_steps=2)
-    # Bound as the trainer binds it: the partial still declares `step` and `estimator_state`.
+    # Bound as the trainer binds it: the partial still declares `step` and `extra`.
     loss = functools.partial(de.loss_fn, model=m, estimator="gumbel_softmax",
                              temperature_schedule=sched)
-    train_step, repl = _train_step(loss, tx)
-    state = jax.device_put(init_state(_params("categorical"), tx), repl)  # as the trainer does
+    train_step, state = _train_step(loss, tx)
     taus = []
     for _ in range(3):
         state, metrics = train_step(state, {"image": X}, jax.random.key(0))
         taus.append(float(metrics["temperature"]))
     np.testing.assert_allclose(taus, [1.0, 0.5**0.5, 0.5], rtol=1e-6)
+    assert state["extra"] == {}
 
     ma = {"name": "score_function", "baseline": "moving_average", "decay": 0.5}
     loss_ma = functools.partial(de.loss_fn, model=m, estimator=ma)
-    train_step, repl = _train_step(loss_ma, tx)
-    est_state = de.init_estimator_state(model=m, estimator=ma)
-    state = jax.device_put(init_state(_params("categorical"), tx, est_state), repl)
+    train_step, state = _train_step(
+        loss_ma, tx, functools.partial(de.init_extra, model=m, estimator=ma))
     for _ in range(2):
         state, metrics = train_step(state, {"image": X}, jax.random.key(0))
-    assert "estimator_state" not in metrics and train_step.num_traces == 1
-    assert int(state["estimator_state"].count) == 2
+    assert not any("estimator_state" in k or "extra" in k for k in metrics)
+    assert train_step.num_traces == 1
+    assert int(state["extra"]["estimator_state"].count) == 2
     # The NamedTuple state survives a checkpoint (a failed restore would silently restart).
     ckpt = checkpoint.Checkpointer(str(tmp_path), save_every_steps=1, async_save=False)
     ckpt.save(2, state, {"epoch": 0})
@@ -267,8 +272,9 @@ def test_train_step_passes_the_step_and_threads_the_estimator_state(tmp_path):
                                                            sharding=a.sharding), state)
     step, restored, _ = ckpt.restore_latest(abstract)
     ckpt.close()
-    assert step == 2 and isinstance(restored["estimator_state"], est.MovingAverageState)
-    np.testing.assert_array_equal(restored["estimator_state"].mean, state["estimator_state"].mean)
+    est_state = restored["extra"]["estimator_state"]
+    assert step == 2 and isinstance(est_state, est.MovingAverageState)
+    np.testing.assert_array_equal(est_state.mean, state["extra"]["estimator_state"].mean)
 
 
 def _exact_iwae2(params, latent):

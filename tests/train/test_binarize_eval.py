@@ -25,14 +25,14 @@ def test_threshold_eval_on_digits_trains_and_evaluates(data_dir, tmp_path):
     config.progress_bar = False
 
     b = trainer.build(config, str(tmp_path))
-    train_bits = next(b["pipeline"])["image"]
+    train_bits = next(b.pipeline)["image"]
     assert set(np.unique(train_bits)) == {0, 1}  # dynamic bits, not the 0..16 levels
     binarized = {split: data.get_source("digits_binarized", split, data_dir).arrays["image"]
                  for split in ("train", "test")}
     for split, key in (("train", "train_source"), ("test", "eval_source")):
-        assert isinstance(b[key], data.BinarizedSource)
-        np.testing.assert_array_equal(b[key].arrays["image"], binarized[split])
-    np.testing.assert_array_equal(gradient_variance.fixed_batch(b["train_source"], 8)["image"],
+        assert isinstance(getattr(b, key), data.BinarizedSource)
+        np.testing.assert_array_equal(getattr(b, key).arrays["image"], binarized[split])
+    np.testing.assert_array_equal(gradient_variance.fixed_batch(b.train_source, 8)["image"],
                                   binarized["train"][:8])
 
     final = trainer.train_and_evaluate(config, str(tmp_path))

@@ -236,7 +236,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(tiny_config, tmp_path,
     ckpt_dir = os.path.join(workdir, "checkpoints")
     trainer.train_and_evaluate(tiny_config, workdir)
     assert _step_dirs(workdir) == [3, 6, 9]
-    abstract = trainer.build(tiny_config, workdir)["abstract_state"]
+    abstract = trainer.build(tiny_config, workdir).abstract_state
 
     # Truncated newest: restore_latest warns, sets it aside and returns the previous one.
     _corrupt(os.path.join(ckpt_dir, "9"), "truncate")

@@ -84,7 +84,7 @@ def _restore(abstract_state, workdir):
 @pytest.mark.slow
 def test_two_processes_match_one_process_with_the_same_devices(data_dir, tmp_path):
     # Built first: prepares the dataset once, before three processes would race to.
-    abstract_state = trainer.build(_config(data_dir), str(tmp_path / "build"))["abstract_state"]
+    abstract_state = trainer.build(_config(data_dir), str(tmp_path / "build")).abstract_state
     # The full runlocal config, image-grid eval included (it must work multi-host too).
     config_file = os.path.join(ROOT, "experiments", "vae.py")
     multi, single = str(tmp_path / "multi"), str(tmp_path / "single")

@@ -117,7 +117,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_last_good_checkpoint(tiny_config
     assert "\n" not in str(e.value)
     b = trainer.build(tiny_config, str(tmp_path))
     restored = Checkpointer(str(tmp_path / "checkpoints"), save_every_steps=1).restore_latest(
-        b["abstract_state"])
+        b.abstract_state)
     assert restored is not None
     leaves = jax.tree.leaves(restored[1]["params"])
     assert all(np.isfinite(np.asarray(x)).all() for x in leaves)
