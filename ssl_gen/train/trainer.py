@@ -26,6 +26,7 @@ from ssl_gen import data, preemption
 from ssl_gen.errors import UserError
 from ssl_gen.evals import EvalContext, EvalInterrupted
 from ssl_gen.train import checkpoint, config_check, metrics, optim, sharding
+from ssl_gen.train import init as init_lib
 from ssl_gen.train import objective as objective_lib
 from ssl_gen.train import workdir as workdir_lib
 from ssl_gen.train.config_check import ConfigError
@@ -259,6 +260,19 @@ def _preempted(step: int, workdir: str, saved: bool) -> dict[str, float]:
     return {"preempted": 1.0, "step": float(step), "signal": float(signum)}
 
 
+def _initialize_from(config, b: Build, state, is_main: bool):
+    """The fresh state with `config.init_from`'s weights loaded (ssl_gen.train.init); the
+    objective's `extra` is recomputed from them (a momentum copy of the loaded weights)."""
+    state, report = init_lib.initialize_from(config.init_from, state,
+                                             model_name=config.model.name)
+    if b.objective.init_extra is not None:
+        state["extra"] = jax.jit(b.objective.init_extra,
+                                 out_shardings=b.state_sharding["extra"])(state["params"])
+    if is_main:
+        print(report, file=sys.stderr, flush=True)
+    return state
+
+
 def _compare_run(workdir: str, config, allow_config_change: bool
                  ) -> tuple[dict | None, dict]:
     """Compares the workdir's run with `config` (before anything is built or restored).
@@ -311,7 +325,12 @@ def train_and_evaluate(config, workdir: str, *,
         raise
     pipeline = b.pipeline
     if restored is None:
+        init_from = config.get("init_from")
+        if init_from:  # mapping and shapes against the source, before anything compiles
+            init_lib.check(init_from, b.abstract_state, model_name=config.model.name)
         state = jax.jit(b.init_fn, out_shardings=b.state_sharding)(b.init_key)
+        if init_from:
+            state = _initialize_from(config, b, state, is_main)
         step, last_saved = 0, None
     else:
         step, state, data_state = restored

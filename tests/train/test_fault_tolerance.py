@@ -125,7 +125,7 @@ def _restore(built, workdir):
     """(step, state, data_state) of the newest checkpoint, restored in this process."""
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every_steps=EVERY)
     try:
-        restored = ckpt.restore_latest(built["abstract_state"])
+        restored = ckpt.restore_latest(built.abstract_state)
     finally:
         ckpt.close()
     assert restored is not None, f"nothing restores in {workdir}"
