@@ -31,7 +31,7 @@ def get_config(arg=None):
     # Data: `digits` (scikit-learn's 1,797 8x8 digits, 17 grey levels) ships with the package.
     c.dataset = ml_collections.ConfigDict(dict(
         name="digits", data_dir=placeholder(str), train_split="train", eval_split="test",
-        dynamic_binarization=False))
+        preprocess=()))  # named ops (ssl_gen.data.preprocess); none: the levels as stored
     c.batch_size = 128
     c.eval_batch_size = 120  # 360 test digits = 3 batches; a multiple of 8 devices
     # 1,437 training digits overfit fast: ~100 epochs with strong weight decay is the sweet
@@ -64,7 +64,8 @@ def get_config(arg=None):
 
     if arg.digits_binarized:
         c.dataset.name = "digits_binarized"
-        c.dataset.dynamic_binarization = True  # resampled bits every epoch
+        # Bits resampled every epoch from the `grey` levels; evals read the stored threshold.
+        c.dataset.preprocess = ({"name": "binarize", "mode": "dynamic"},)
         c.model.kwargs.likelihood = "bernoulli"
         c.evals.pixel_baseline.kwargs.num_levels = 2
     if arg.binarized_mnist:  # tfds: prepare it once with `tfds build binarized_mnist`

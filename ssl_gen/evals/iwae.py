@@ -79,7 +79,7 @@ def evaluate(params, ctx: EvalContext, *, num_samples: int = 5000, chunk_size: i
                                    disable=not (ctx.is_main and ctx.progress_bar))):
         ctx.check_stop()  # k=5000 on a batch takes seconds: a preemption waits for one only
         key_k, key_1 = jax.random.split(jax.random.fold_in(ctx.rng, i))
-        x, mask = batch["image"], batch["mask"]
+        x, mask = batch["image"], batch["example_mask"]
         bound = iwae_bound(params, x, key_k, model=ctx.model, num_samples=num_samples,
                            chunk_size=chunk_size)
         elbo = iwae_bound(params, x, key_1, model=ctx.model, num_samples=1, chunk_size=1)

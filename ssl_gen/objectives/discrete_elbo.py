@@ -226,7 +226,7 @@ def loss_fn(
 
     Args:
       params: the model's variables (`{"params": ...}`).
-      batch: `image` (B, H, W, C) integer levels; optional `mask` (B,).
+      batch: `image` (B, H, W, C) integer levels; optional `example_mask` (B,).
       rng: key for the posterior samples.
       model: a `ssl_gen.models.dvae.Model`.
       estimator: the encoder-gradient estimator (a name, `{"name": ..., **kwargs}` or an
@@ -256,7 +256,7 @@ def loss_fn(
                                   num_samples=num_samples, schedule=temperature_schedule,
                                   kl_weight=kl_weight, kl_warmup_steps=kl_warmup_steps)
     x = batch["image"]
-    mask = batch.get("mask")
+    mask = batch.get("example_mask")
     e, tau = resolve_estimator(estimator, temperature_schedule, step)
     if e.stateful and estimator_state is None:
         raise ValueError(
@@ -316,7 +316,7 @@ def _multi_sample_loss(params, batch, rng, *, model, estimator, num_samples, sch
     extra = sorted(k for k in (estimator if hasattr(estimator, "get") else {}) if k != "name")
     if extra:
         raise ValueError(f"discrete_elbo: estimator {name!r} takes no arguments, got {extra}")
-    x, mask = batch["image"], batch.get("mask")
+    x, mask = batch["image"], batch.get("example_mask")
     dist_fn = functools.partial(latent_distribution, model.latent_type)
     logits = model.apply(params, x, method=model.encode)
     prior = dist_fn(jnp.zeros_like(logits))

@@ -5,7 +5,7 @@
 The reconstruction term is a Monte Carlo expectation whose gradient comes from a configured
 estimator (`ssl_gen.estimators`, pathwise by default); the KL term is analytic
 (Kingma & Welling 2014, Appendix B). The loss is the negative ELBO averaged over the batch
-(over its real examples when the batch carries a `mask`), in nats per example.
+(over its real examples when the batch carries an `example_mask`), in nats per example.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def loss_fn(
 
     Args:
       params: the model's variables (`{"params": ...}`).
-      batch: `image` (B, H, W, C) integer levels; optional `mask` (B,).
+      batch: `image` (B, H, W, C) integer levels; optional `example_mask` (B,).
       rng: key for the posterior samples.
       model: a `ssl_gen.models.vae.Model`.
       estimator: the gradient estimator of the reconstruction term (see `make_estimator`).
@@ -63,7 +63,7 @@ def loss_fn(
     recon = objective(params, rng)  # (B,)
     q = posterior(params)
     kl = jnp.sum(q.kl(est.standard_normal_like(q)), axis=-1)  # (B,)
-    mask = batch.get("mask")
+    mask = batch.get("example_mask")
     elbo = recon - kl
     loss = -masked_mean(recon - beta * kl, mask)
     aux = {

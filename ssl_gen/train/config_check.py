@@ -43,13 +43,6 @@ TOP_LEVEL = {
     # batches built ahead on a host thread (0: none)
     "prefetch": (False, _NONNEG, _INT0),
 }
-# grey_max: the grey level meaning probability 1 for binarization (default, or None: 16, for
-# digits; 255 for uint8 images such as tfds mnist). binarize_eval: None/"" (evals read the
-# data as stored), "bernoulli" (one fixed Bernoulli(grey / grey_max) sample) or "threshold"
-# (grey >= grey_max / 2) of the eval split and of the training examples evaluations read
-# (ssl_gen.data's `BinarizedSource`); the input pipeline keeps reading the grey levels.
-DATASET_KEYS = {"name", "data_dir", "train_split", "eval_split", "dynamic_binarization",
-                "grey_max", "binarize_eval"}
 EVAL_KEYS = {"module", "every_steps", "kwargs", "final_kwargs"}
 
 
@@ -89,18 +82,6 @@ def model_class(config):
     return import_symbol("ssl_gen.models", config.model.get("name"), "Model", "config.model.name")
 
 
-def _check_binarization(ds) -> None:
-    from ssl_gen.data.pipeline import BINARIZE_MODES  # lazy: tfds is heavy to import
-
-    if ds.get("grey_max") is not None and not _POSITIVE(ds.grey_max):
-        raise ConfigError(f"config.dataset.grey_max={ds.grey_max!r} must be an int >= 1 (the "
-                          "grey level meaning probability 1: 16 for digits, 255 for mnist)")
-    mode = ds.get("binarize_eval")
-    if mode not in (None, "", *BINARIZE_MODES):
-        raise ConfigError(f"config.dataset.binarize_eval={mode!r} must be None, "
-                          f"{' or '.join(repr(m) for m in BINARIZE_MODES)}")
-
-
 def validate(config) -> None:
     """Raises `ConfigError` with one line for the first mistake found."""
     _unknown(list(config), list(TOP_LEVEL), "config")
@@ -117,10 +98,12 @@ def validate(config) -> None:
         optim.check_config(config.optimizer)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    _unknown(list(config.dataset), sorted(DATASET_KEYS), "config.dataset")
-    if "name" not in config.dataset:
-        raise ConfigError("config.dataset: missing key 'name'")
-    _check_binarization(config.dataset)
+    from ssl_gen import data  # lazy: tfds is heavy to import
+
+    try:  # keys, preprocess ops, the old binarization keys (ssl_gen.data.inputs)
+        data.check_config(config.dataset)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
     cls = model_class(config)
     fields = [f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name")]

@@ -1,13 +1,16 @@
 """The training loop: `train_and_evaluate(config, workdir)`, model-agnostic.
 
 The config names the model (`ssl_gen.models.<name>.Model(**kwargs)`), the objective
-(`ssl_gen.objectives.<name>.loss_fn`) and the evaluations (`ssl_gen.evals.<name>.evaluate`);
-this file knows none of them. Reading path: validate -> data -> model/state -> restore ->
-loop (step, log, eval, checkpoint, preemption) -> final evals and plots.
+(`ssl_gen.objectives.<name>`: a `loss_fn` or several `parts`, see `ssl_gen.train.objective`)
+and the evaluations (`ssl_gen.evals.<name>.evaluate(state, ctx)`); this file knows none of
+them. Reading path: `build` (validate -> data -> model, objective, optimizers -> abstract
+state) -> `_start` (restore, or init and `init_from`) -> loop (step; log; evaluate; save;
+preemption) -> final evals and plots. The state and the step are `ssl_gen.train.step`'s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import json
@@ -260,6 +263,55 @@ def _preempted(step: int, workdir: str, saved: bool) -> dict[str, float]:
     return {"preempted": 1.0, "step": float(step), "signal": float(signum)}
 
 
+def _start(config, b: Build, restored, is_main: bool):
+    """(state, step): the restored checkpoint (its data position set on the pipeline), or a
+    fresh state, loaded from `config.init_from` when set."""
+    if restored is not None:
+        step, state, data_state = restored
+        b.pipeline.set_state(data_state)
+        return state, step
+    init_from = config.get("init_from")
+    if init_from:  # mapping and shapes against the source, before anything compiles
+        init_lib.check(init_from, b.abstract_state, model_name=config.model.name)
+    state = jax.jit(b.init_fn, out_shardings=b.state_sharding)(b.init_key)
+    if init_from:
+        state = _initialize_from(config, b, state, is_main)
+    return state, 0
+
+
+class _TrainLog:
+    """The step metrics of each `log_every` interval: their means (`_means`) and the
+    training rate, written to the metric writer and the progress bar."""
+
+    def __init__(self, writer, bar, log_every: int, total: int, step: int):
+        self.writer, self.bar, self.log_every, self.total = writer, bar, log_every, total
+        self.pending: list[dict] = []
+        self.t_last, self.step_last = time.perf_counter(), step
+
+    def add(self, step: int, m) -> bool:
+        """Adds step `step`'s metrics; True when the interval was written (the host synced)."""
+        self.pending.append(m)
+        self.bar.update(1)
+        if not (step % self.log_every == 0 or step == self.total):
+            return False
+        means = _means(jax.device_get(self.pending))
+        now = time.perf_counter()
+        means["steps_per_sec"] = (step - self.step_last) / max(now - self.t_last, 1e-9)
+        self.t_last, self.step_last, self.pending = now, step, []
+        self.writer.write(step, means)
+        self.bar.set_postfix(_postfix(means))
+        return True
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Time inside does not count towards steps_per_sec (evaluations)."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.t_last += time.perf_counter() - t
+
+
 def _initialize_from(config, b: Build, state, is_main: bool):
     """The fresh state with `config.init_from`'s weights loaded (ssl_gen.train.init); the
     objective's `extra` is recomputed from them (a momentum copy of the loaded weights)."""
@@ -323,19 +375,9 @@ def train_and_evaluate(config, workdir: str, *,
     except BaseException:
         ckpt.close()
         raise
-    pipeline = b.pipeline
-    if restored is None:
-        init_from = config.get("init_from")
-        if init_from:  # mapping and shapes against the source, before anything compiles
-            init_lib.check(init_from, b.abstract_state, model_name=config.model.name)
-        state = jax.jit(b.init_fn, out_shardings=b.state_sharding)(b.init_key)
-        if init_from:
-            state = _initialize_from(config, b, state, is_main)
-        step, last_saved = 0, None
-    else:
-        step, state, data_state = restored
-        pipeline.set_state(data_state)
-        last_saved = step
+    state, step = _start(config, b, restored, is_main)
+    last_saved = None if restored is None else step
+    if restored is not None:
         log.info("resumed from step %d in %s", step, workdir)
     old_final = workdir_lib.finished(workdir)
     if is_main:
@@ -350,8 +392,7 @@ def train_and_evaluate(config, workdir: str, *,
     total = config.num_train_steps
     bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True,
                disable=not (is_main and config.get("progress_bar", True)))
-    pending: list[dict] = []
-    t_last, step_last = time.perf_counter(), step
+    train_log = _TrainLog(writer, bar, config.log_every_steps, total, step)
     multihost = jax.process_count() > 1
     # XLA's CPU runtime deadlocks when a multi-device step with an all-reduce is still
     # waiting for some of its per-device launches while the next step's launches, queued by
@@ -360,10 +401,10 @@ def train_and_evaluate(config, workdir: str, *,
     # the step therefore completes before the next is dispatched; accelerators keep async
     # dispatch (no host thread pool runs their collectives).
     sync_each_step = jax.default_backend() == "cpu" and b.mesh.devices.size > 1
-    data_state = pipeline.get_state()
-    batches = data.DevicePrefetcher(pipeline, b.batch_sharding, config.get("prefetch", 2))
-    # Loop settings read once: ConfigDict lookups cost microseconds, and a step may cost ~1 ms.
-    log_every, periods = config.log_every_steps, [p for p in _eval_periods(config) if p]
+    data_state = b.pipeline.get_state()
+    batches = data.DevicePrefetcher(b.pipeline, b.batch_sharding, config.get("prefetch", 2))
+    # Read once: ConfigDict lookups cost microseconds, and a step may cost ~1 ms.
+    periods = [p for p in _eval_periods(config) if p]
     try:
         with preemption.guard(enabled=not multihost):
             # A run stopped during the evaluations of its checkpoint step evaluates it first.
@@ -379,24 +420,18 @@ def train_and_evaluate(config, workdir: str, *,
                 if sync_each_step:
                     jax.block_until_ready(m)
                 step += 1
-                pending.append(m)
-                bar.update(1)
-                if step % log_every == 0 or step == total:
-                    means = _means(jax.device_get(pending))
-                    now = time.perf_counter()
-                    means["steps_per_sec"] = (step - step_last) / max(now - t_last, 1e-9)
-                    t_last, step_last, pending = now, step, []
-                    writer.write(step, means)
-                    bar.set_postfix(_postfix(means))
+                # log
+                if train_log.add(step, m):
                     _check_finite(config, state, last_saved)
+                # evaluate
                 if any(step % p == 0 for p in periods) and not _stop_requested():
-                    t_eval = time.perf_counter()
-                    try:
-                        _evaluate(config, b, state, step, workdir, writer,
-                                  final=False, last=total)
-                    except EvalInterrupted:
-                        pass  # saved below; the resumed run evaluates this step again
-                    t_last += time.perf_counter() - t_eval  # steps_per_sec: training only
+                    with train_log.paused():  # steps_per_sec: training only
+                        try:
+                            _evaluate(config, b, state, step, workdir, writer,
+                                      final=False, last=total)
+                        except EvalInterrupted:
+                            pass  # saved below; the resumed run evaluates this step again
+                # save
                 stop = _stop_requested() or (multihost and ckpt.reached_preemption(step))
                 if ckpt.should_save(step) or stop:
                     _check_finite(config, state, last_saved)

@@ -1,5 +1,6 @@
-"""Binarizing uint8 grey levels (tfds `mnist`-like data): `BinarizedSource`, the pipeline's
-dynamic binarization at grey_max=255, and the config keys that turn them on.
+"""Binarizing uint8 grey levels (tfds `mnist`-like data): the `binarize` op's fixed forms
+through `PreprocessedSource`, its dynamic form in the pipeline at grey_max=255, and the config
+keys (old and new spellings) that turn them on.
 
 Synthetic in-memory sources (no tfds build): every example holds each grey level 0..255
 once, in its own order, so the per-level bit frequencies are measured on N samples each.
@@ -10,7 +11,6 @@ import numpy as np
 import pytest
 
 from ssl_gen import data
-from ssl_gen.data.pipeline import FIXED_BINARIZATION_EPOCH
 from ssl_gen.train import config_check
 from tests.train.conftest import load_config
 
@@ -34,6 +34,12 @@ def mnist_like(grey):
     """Like tfds `mnist`: a uint8 `image` of grey levels and a `label`, no `id` field."""
     return data.InMemorySource({"image": grey, "label": np.arange(N) % 10,
                                 "weight": np.linspace(0, 1, N).astype(np.float32)})
+
+
+def binarized_view(source, mode, grey_max=16, seed=0):
+    """The eval-time binarization the trainer builds (`binarize` op, fixed mode)."""
+    return data.PreprocessedSource(
+        source, [{"name": "binarize", "mode": mode, "grey_max": grey_max}], seed=seed)
 
 
 class ListSource:
@@ -74,13 +80,13 @@ def test_bernoulli_bits_lut_path_at_255():
 
 
 def test_bernoulli_is_fixed_with_the_right_frequency(mnist_like, grey):
-    fixed = data.BinarizedSource(mnist_like, "bernoulli", grey_max=255)
+    fixed = binarized_view(mnist_like, "bernoulli", grey_max=255)
     bits = fixed.get_batch(np.arange(N))["image"]
     assert bits.dtype == np.uint8 and bits.shape == grey.shape and set(np.unique(bits)) == {0, 1}
     _assert_frequencies(bits, grey)
     # Deterministic: the same bits twice, from a fresh wrapper, and through every access path.
     np.testing.assert_array_equal(fixed.get_batch(np.arange(N))["image"], bits)
-    again = data.BinarizedSource(mnist_like, "bernoulli", grey_max=255)
+    again = binarized_view(mnist_like, "bernoulli", grey_max=255)
     np.testing.assert_array_equal(again.arrays["image"], bits)
     np.testing.assert_array_equal(fixed[7]["image"], bits[7])
     np.testing.assert_array_equal(fixed[-1]["image"], bits[-1])
@@ -89,9 +95,9 @@ def test_bernoulli_is_fixed_with_the_right_frequency(mnist_like, grey):
     np.testing.assert_array_equal(data.gather(fixed, np.array([9, 2]))["image"], bits[[9, 2]])
     # A function of (seed, example index: no `id` field) at the reserved epoch.
     np.testing.assert_array_equal(bits, data.bernoulli_bits(
-        grey, np.arange(N), seed=0, epoch=FIXED_BINARIZATION_EPOCH, grey_max=255))
+        grey, np.arange(N), seed=0, epoch=data.FIXED_EPOCH, grey_max=255))
     # Another seed, other bits; and not the bits of the pipeline's first epoch at seed 0.
-    other = data.BinarizedSource(mnist_like, "bernoulli", grey_max=255, seed=1)
+    other = binarized_view(mnist_like, "bernoulli", grey_max=255, seed=1)
     assert 0.3 < np.mean(other.get_batch(np.arange(N))["image"] != bits) < 0.4  # ~1/3
     epoch0 = data.bernoulli_bits(grey, np.arange(N), seed=0, epoch=0, grey_max=255)
     assert not np.array_equal(epoch0, bits)
@@ -102,20 +108,20 @@ def test_bernoulli_follows_the_id_field_when_there_is_one(grey):
     source = data.InMemorySource({"image": grey, "id": ids})
     order = np.random.default_rng(1).permutation(N)
     shuffled = data.InMemorySource({"image": grey[order], "id": ids[order]})
-    bits = data.BinarizedSource(source, "bernoulli", grey_max=255).get_batch(np.arange(N))
-    moved = data.BinarizedSource(shuffled, "bernoulli", grey_max=255).get_batch(np.arange(N))
+    bits = binarized_view(source, "bernoulli", grey_max=255).get_batch(np.arange(N))
+    moved = binarized_view(shuffled, "bernoulli", grey_max=255).get_batch(np.arange(N))
     np.testing.assert_array_equal(moved["image"], bits["image"][order])
 
 
 def test_threshold_is_exact():
     g255 = _grey(n=4)
-    out = data.BinarizedSource(data.InMemorySource({"image": g255}), "threshold",
+    out = binarized_view(data.InMemorySource({"image": g255}), "threshold",
                                grey_max=255).get_batch(np.arange(4))
     np.testing.assert_array_equal(out["image"], (g255 >= 128).astype(np.uint8))
     assert out["image"].dtype == np.uint8
     # digits' 0..16 levels at grey_max=16: digits_binarized's threshold (>= 8).
     g16 = np.arange(17, dtype=np.uint8).reshape(1, 17, 1, 1)
-    out = data.BinarizedSource(data.InMemorySource({"image": g16}), "threshold")[0]["image"]
+    out = binarized_view(data.InMemorySource({"image": g16}), "threshold")[0]["image"]
     np.testing.assert_array_equal(out.ravel(), np.arange(17) >= 8)
 
 
@@ -124,7 +130,7 @@ def test_grey_field_is_read_and_other_fields_pass_through(grey):
               "id": np.arange(N) + 5, "x": np.ones((N, 3), np.float32)}
     source = data.InMemorySource(arrays)
     for mode in data.BINARIZE_MODES:
-        out = data.BinarizedSource(source, mode, grey_max=255).get_batch(np.arange(N))
+        out = binarized_view(source, mode, grey_max=255).get_batch(np.arange(N))
         assert list(out) == list(arrays)
         for k in ("grey", "label", "id", "x"):
             np.testing.assert_array_equal(out[k], arrays[k], err_msg=k)
@@ -134,13 +140,13 @@ def test_grey_field_is_read_and_other_fields_pass_through(grey):
 
 @pytest.mark.parametrize("mode", data.BINARIZE_MODES)
 def test_eval_batches_and_sources_without_get_batch(mnist_like, mode):
-    fixed = data.BinarizedSource(mnist_like, mode, grey_max=255)
+    fixed = binarized_view(mnist_like, mode, grey_max=255)
     expected = fixed.get_batch(np.arange(N))
-    plain = data.BinarizedSource(ListSource(mnist_like), mode, grey_max=255)
+    plain = binarized_view(ListSource(mnist_like), mode, grey_max=255)
     assert not hasattr(plain, "arrays") and hasattr(fixed, "arrays")
     for source in (fixed, plain):
         batches = list(data.eval_batches(source, 48, process_index=0, process_count=1))
-        mask = np.concatenate([b["mask"] for b in batches]) > 0
+        mask = np.concatenate([b["example_mask"] for b in batches]) > 0
         assert mask.sum() == N
         for k in expected:
             np.testing.assert_array_equal(
@@ -154,21 +160,22 @@ def test_eval_batches_and_sources_without_get_batch(mnist_like, mode):
 
 
 def test_bad_wrapper_arguments_are_one_line(mnist_like):
-    for kwargs, message in [(dict(mode="bernouli"), "is not one of"),
-                            (dict(mode="threshold", grey_max=0), "grey_max must be an int"),
+    for kwargs, message in [(dict(mode="bernouli"), "mode='bernouli' must be None, 'dynamic'"),
+                            (dict(mode="threshold", grey_max=0), "grey_max=0 must be an int"),
                             (dict(mode="bernoulli", seed=-1), "seed must be non-negative")]:
         with pytest.raises(ValueError, match=message) as e:
-            data.BinarizedSource(mnist_like, **kwargs)
+            binarized_view(mnist_like, **kwargs)
         assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match="needs a 'grey' or 'image' field"):
-        data.BinarizedSource(data.InMemorySource({"x": np.zeros((3, 2))}), "threshold")
+        binarized_view(data.InMemorySource({"x": np.zeros((3, 2))}), "threshold")[0]  # on read
     with pytest.raises(IndexError):
-        data.BinarizedSource(mnist_like, "threshold")[N]
+        binarized_view(mnist_like, "threshold")[N]
 
 
 def test_pipeline_dynamic_binarization_at_255_without_grey_or_id(mnist_like, grey):
-    pipeline = data.InputPipeline(mnist_like, global_batch_size=N, seed=3, process_index=0,
-                                  process_count=1, dynamic_binarization=True, grey_max=255)
+    pipeline = data.InputPipeline(
+        mnist_like, global_batch_size=N, seed=3, process_index=0, process_count=1,
+        preprocess=[{"name": "binarize", "mode": "dynamic", "grey_max": 255}])
     batches = [next(pipeline) for _ in range(4)]  # one batch per epoch: 4 epochs
     bits = np.stack([b["image"] for b in batches])
     levels = np.stack([grey[pipeline.permutation(e)] for e in range(4)])
@@ -198,11 +205,19 @@ def test_config_check_rejects_bad_values_in_one_line(key, value, message):
     config = _dvae_config()
     # Untyped fields, as in a config built by hand (the experiment's typed placeholders
     # already refuse a str for grey_max at assignment: see the test below).
-    config.dataset = ml_collections.ConfigDict(config.dataset.to_dict())
-    config.dataset[key] = value
+    ds = ml_collections.ConfigDict(config.dataset.to_dict())
+    ds[key] = value
+    with pytest.raises(ValueError) as e:
+        data.check_config(ds)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_config_check_wraps_the_data_error_in_a_config_error():
+    config = _dvae_config()
+    config.dataset.preprocess = ["flop"]
     with pytest.raises(config_check.ConfigError) as e:
         config_check.validate(config)
-    assert message in str(e.value) and "\n" not in str(e.value)
+    assert "config.dataset.preprocess[0]: unknown op 'flop'" in str(e.value)
 
 
 def test_typed_placeholders_refuse_a_wrong_type_at_assignment():
@@ -218,4 +233,4 @@ def test_typed_placeholders_refuse_a_wrong_type_at_assignment():
 def test_config_check_accepts_good_values(grey_max, mode):
     config = _dvae_config()
     config.dataset.update(name="mnist", grey_max=grey_max, binarize_eval=mode)
-    config_check.validate(config)
+    data.check_config(config.dataset)

@@ -1,7 +1,8 @@
 """Two real JAX processes on localhost: their pipelines and global batches equal one process's.
 
-Each process (2 CPU devices each, gloo collectives) builds an `InputPipeline` with the default
-process index/count, turns its local batches into global arrays with `make_global_batch`,
+Each process (2 CPU devices each, gloo collectives) builds an `InputPipeline` (dynamic
+binarization and a random flip, resumed at batch 2) with the default process index/count,
+turns its local batches into global arrays with `make_global_batch`,
 and gathers them back; the result must equal the single-process pipeline's global batches.
 """
 
@@ -27,13 +28,14 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ssl_gen import data
 
+OPS = [{"name": "binarize", "mode": "dynamic"}, "flip"]
 rng = np.random.default_rng(0)  # the same source as make_source()
 grey = rng.integers(0, 17, size=(50, 8, 8, 1)).astype(np.uint8)
 source = data.InMemorySource({"image": grey, "grey": grey, "id": np.arange(50) * 3})
 mesh = Mesh(np.array(jax.devices()), ("data",))
 sharding = NamedSharding(mesh, PartitionSpec("data"))
-pipeline = data.InputPipeline(source, global_batch_size=16, seed=5,
-                              dynamic_binarization=True)
+pipeline = data.InputPipeline(source, global_batch_size=16, seed=5, preprocess=OPS)
+pipeline.set_state({"next_batch": 2})  # resumed: batches 2.. of the stream
 out = []
 for _ in range(8):
     batch = data.make_global_batch(next(pipeline), sharding)
@@ -43,6 +45,9 @@ for _ in range(8):
 with open(sys.argv[3], "w") as f:
     json.dump(out, f)
 """
+
+
+OPS = [{"name": "binarize", "mode": "dynamic"}, "flip"]  # as in the worker script
 
 
 def make_source():
@@ -81,7 +86,8 @@ def test_two_processes_make_the_single_process_global_batches(tmp_path):
     outputs = [json.loads((tmp_path / f"out{i}").read_text()) for i in range(2)]
     assert outputs[0] == outputs[1]
     single = data.InputPipeline(make_source(), global_batch_size=16, seed=5, process_index=0,
-                                process_count=1, dynamic_binarization=True)
+                                process_count=1, preprocess=OPS)
+    single.set_state({"next_batch": 2})
     for got in outputs[0]:
         expected = next(single)
         for k, v in expected.items():

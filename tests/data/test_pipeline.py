@@ -1,4 +1,5 @@
-"""The input pipeline: determinism, resumption, multi-host slicing, binarization, eval, cost.
+"""The grain input pipeline: the documented stream, resumption, multi-host slicing, workers,
+preprocessing keyed by example, eval batches.
 
 Runs on a synthetic in-memory source (no tfds build), so it is fast; `test_sources.py`
 runs the pipeline on the real digits.
@@ -46,25 +47,30 @@ def _assert_batches_equal(a, b):
             np.testing.assert_array_equal(x[k], y[k], err_msg=k)
 
 
-def test_batches_follow_the_documented_permutation(source):
+DYNAMIC = [{"name": "binarize", "mode": "dynamic"}]
+AUGMENT = [{"name": "normalize", "scale": 1 / 16}, {"name": "random_resized_crop", "size": 6},
+           "flip", {"name": "color_jitter", "hue": 0.05}]
+
+
+def test_batches_follow_the_documented_stream(source):
     pipeline = _pipeline(source)
-    assert pipeline.batches_per_epoch == N // 16
-    for epoch in range(3):
-        perm = np.random.default_rng([3, epoch]).permutation(N)
-        for b in range(N // 16):
-            batch = next(pipeline)
-            np.testing.assert_array_equal(batch["id"], 1000 + 7 * perm[b * 16:(b + 1) * 16])
+    stream = np.concatenate([np.random.default_rng([3, e]).permutation(N) for e in range(3)])
+    for b in range(3 * N // 16):  # batches straddle the epoch boundaries; nothing is dropped
+        np.testing.assert_array_equal(next(pipeline)["id"],
+                                      1000 + 7 * stream[b * 16:(b + 1) * 16])
+    np.testing.assert_array_equal(pipeline.permutation(2), np.random.default_rng([3, 2])
+                                  .permutation(N))
 
 
 def test_deterministic_and_epochs_reshuffle(source):
     first, second = _take(_pipeline(source), 18), _take(_pipeline(source), 18)
     _assert_batches_equal(first, second)
-    epoch0 = np.concatenate([b["id"] for b in first[:6]])
-    epoch1 = np.concatenate([b["id"] for b in first[6:12]])
-    assert len(set(epoch0)) == 96 and len(set(epoch1)) == 96  # no repeats within an epoch
+    ids = np.concatenate([b["id"] for b in first])
+    epoch0, epoch1 = ids[:N], ids[N:2 * N]
+    assert len(set(epoch0)) == N and len(set(epoch1)) == N  # each example once per epoch
     assert not np.array_equal(epoch0, epoch1)
     other_seed = np.concatenate([b["id"] for b in _take(_pipeline(source, seed=4), 6)])
-    assert not np.array_equal(epoch0, other_seed)
+    assert not np.array_equal(ids[:96], other_seed)
 
 
 def test_no_shuffle_is_source_order(source):
@@ -72,23 +78,40 @@ def test_no_shuffle_is_source_order(source):
     np.testing.assert_array_equal(batch["id"], source.arrays["id"][:16])
 
 
-@pytest.mark.parametrize("dynamic", [False, True])
+def test_a_batch_larger_than_the_source_holds_several_epochs(source):
+    batch = next(_pipeline(source, global_batch_size=2 * N + 2))
+    np.testing.assert_array_equal(np.sort(batch["id"][:N]), np.sort(source.arrays["id"]))
+    np.testing.assert_array_equal(np.sort(batch["id"][N:2 * N]), np.sort(source.arrays["id"]))
+
+
+def test_preprocess_keys_follow_the_example_not_the_batch(source):
+    batches = _take(_pipeline(source, preprocess=DYNAMIC), 14)  # two epochs and a bit
+    for b, batch in enumerate(batches):
+        q = b * 16 + np.arange(16)
+        np.testing.assert_array_equal(batch["image"], data.bernoulli_bits(
+            batch["grey"], batch["id"], seed=3, epoch=q // N), err_msg=str(b))
+
+
+@pytest.mark.parametrize("ops", [[], DYNAMIC, AUGMENT], ids=["none", "dynamic", "augment"])
 @pytest.mark.parametrize("stop_after", [0, 4, 6, 13])
-def test_resumed_pipeline_continues_exactly(source, dynamic, stop_after):
-    uninterrupted = _pipeline(source, dynamic_binarization=dynamic)
+def test_resumed_pipeline_continues_exactly(source, ops, stop_after):
+    uninterrupted = _pipeline(source, preprocess=ops)
     expected = _take(uninterrupted, stop_after + 10)[stop_after:]
-    original = _pipeline(source, dynamic_binarization=dynamic)
+    original = _pipeline(source, preprocess=ops)
     _take(original, stop_after)
     state = json.loads(json.dumps(original.get_state()))
-    assert all(type(v) is int for v in state.values())
-    restored = _pipeline(source, dynamic_binarization=dynamic)
+    assert state == {"next_batch": stop_after}
+    restored = _pipeline(source, preprocess=ops)
     restored.set_state(state)
     _assert_batches_equal(_take(restored, 10), expected)
     _assert_batches_equal(_take(original, 10), expected)
+    # Random access: the grain dataset's batch b is the iterator's b-th batch.
+    _assert_batches_equal([restored.dataset[stop_after + 3]], expected[3:4])
 
 
-@pytest.mark.parametrize("kwargs", [
-    {}, {"dynamic_binarization": True}, {"drop_remainder": False}, {"shuffle": False}])
+@pytest.mark.parametrize("kwargs", [{}, {"preprocess": DYNAMIC}, {"preprocess": AUGMENT},
+                                    {"shuffle": False}], ids=["plain", "dynamic", "augment",
+                                                              "no_shuffle"])
 def test_two_hosts_together_make_the_single_host_batch(source, kwargs):
     single = _take(_pipeline(source, **kwargs), 15)
     hosts = [_take(_pipeline(source, process_index=p, process_count=2, **kwargs), 15)
@@ -100,7 +123,7 @@ def test_two_hosts_together_make_the_single_host_batch(source, kwargs):
 
 
 def test_dynamic_binarization_deterministic_with_the_right_mean(source):
-    pipeline = _pipeline(source, dynamic_binarization=True, global_batch_size=N)
+    pipeline = _pipeline(source, preprocess=DYNAMIC, global_batch_size=N)
     batches = _take(pipeline, 200)  # one batch per epoch: every example, in a new order
     bits = np.stack([b["image"][np.argsort(b["id"])] for b in batches]).astype(np.float64)
     grey = batches[0]["grey"][np.argsort(batches[0]["id"])]
@@ -117,14 +140,16 @@ def test_dynamic_binarization_deterministic_with_the_right_mean(source):
     np.testing.assert_array_equal(again[::-1], batches[5]["image"])
 
 
-def test_drop_remainder_false_pads_with_mask(source):
-    pipeline = _pipeline(source, drop_remainder=False)
-    assert pipeline.batches_per_epoch == 7
-    epoch = _take(pipeline, 7)
-    mask = np.concatenate([b["mask"] for b in epoch])
-    assert mask.dtype == np.float32 and mask.sum() == N and np.all(mask[:N] == 1)
-    ids = np.concatenate([b["id"] for b in epoch])[mask == 1]
-    assert sorted(ids) == sorted(source.arrays["id"])
+@pytest.mark.slow  # spawns grain workers: ~10-30 s on 2 busy cores (spawn, imports)
+def test_workers_give_the_same_batches_from_a_resumed_position(source):
+    want = _take(_pipeline(source, preprocess=AUGMENT), 12)[5:]
+    pipeline = _pipeline(source, preprocess=AUGMENT, num_workers=2)
+    pipeline.set_state({"next_batch": 5})  # before the first batch: the workers start once
+    try:
+        _assert_batches_equal(_take(pipeline, 7), want)
+        assert pipeline.get_state() == {"next_batch": 12}
+    finally:
+        pipeline.close()
 
 
 @pytest.mark.parametrize("process_count", [1, 2])
@@ -137,7 +162,7 @@ def test_eval_batches_cover_every_example_once(source, process_count):
         for host in per_host:
             assert host[step]["id"].shape == (32 // process_count,)
             ids.append(host[step]["id"])
-            mask.append(host[step]["mask"])
+            mask.append(host[step]["example_mask"])
     ids, mask = np.concatenate(ids), np.concatenate(mask)
     assert mask.dtype == np.float32 and mask.sum() == N
     np.testing.assert_array_equal(ids[mask == 1], source.arrays["id"])  # in order
@@ -153,17 +178,16 @@ def _one_line_value_error(match, fn):
 def test_bad_batch_sizes_and_states_are_one_line_errors(source):
     _one_line_value_error("multiple of the process count 3",
                           lambda: _pipeline(source, process_count=3, global_batch_size=16))
-    _one_line_value_error("exceeds the 103 examples",
-                          lambda: _pipeline(source, global_batch_size=104))
-    _pipeline(source, global_batch_size=104, drop_remainder=False)  # fine: padded
     _one_line_value_error("multiple of the process count",
                           lambda: next(data.eval_batches(source, 5, process_index=0,
                                                          process_count=2)))
+    _one_line_value_error("pre-grain pipeline", lambda: _pipeline(source).set_state(
+        {"epoch": 0, "batch_in_epoch": 3}))
     _one_line_value_error("invalid pipeline state",
-                          lambda: _pipeline(source).set_state({"epoch": 0,
-                                                               "batch_in_epoch": 6}))
+                          lambda: _pipeline(source).set_state({"next_batch": -1}))
     _one_line_value_error("process_index 2",
                           lambda: _pipeline(source, process_index=2, process_count=2))
+    _one_line_value_error("unknown op 'flop'", lambda: _pipeline(source, preprocess=["flop"]))
 
 
 def test_gather_from_sources_without_get_batch(source):

@@ -17,11 +17,6 @@ from ssl_gen.data import builders
 
 
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("tfds"))
-
-
-@pytest.fixture(scope="session")
 def sources(data_dir):
     """name -> split -> InMemorySource, every embedded dataset (built here, once)."""
     return {name: {split: data.get_source(name, split, data_dir) for split in ("train", "test")}
@@ -292,8 +287,9 @@ def test_dataset_prepared_only_as_tfrecord_is_a_one_line_error(toy_dir, tmp_path
 def test_pipeline_over_digits(sources):
     source = sources["digits_binarized"]["train"]
     pipeline = data.InputPipeline(source, global_batch_size=128, seed=0, process_count=1,
-                                  process_index=0, dynamic_binarization=True)
+                                  process_index=0,
+                                  preprocess=[{"name": "binarize", "mode": "dynamic"}])
     batch = next(pipeline)
     assert batch["image"].shape == (128, 8, 8, 1) and batch["image"].dtype == np.uint8
     assert set(np.unique(batch["image"])) <= {0, 1}
-    assert pipeline.batches_per_epoch == 1437 // 128
+    assert pipeline.local_batch_size == 128

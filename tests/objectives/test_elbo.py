@@ -38,7 +38,8 @@ def test_elbo_aux_consistent_and_masked(setup):
     np.testing.assert_allclose(float(loss), -float(aux["elbo"]), rtol=1e-6)
     # A mask averages over the real examples only: padding rows change nothing.
     mask = jnp.array([1, 1, 1, 0, 0, 0], jnp.float32)
-    _, aux_m = elbo.loss_fn(params, {"image": x, "mask": mask}, jax.random.key(1), model=m)
+    _, aux_m = elbo.loss_fn(params, {"image": x, "example_mask": mask}, jax.random.key(1),
+                            model=m)
     _, aux_3 = elbo.loss_fn(params, {"image": x[:3]}, jax.random.key(1), model=m)
     np.testing.assert_allclose(float(aux_m["kl"]), float(aux_3["kl"]), rtol=1e-5)
 
