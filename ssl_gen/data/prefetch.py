@@ -69,7 +69,8 @@ class DevicePrefetcher(Iterator):
         return item
 
     def close(self) -> None:
-        """Stops the thread (batches it built ahead are dropped; the states stay exact)."""
+        """Stops the thread (batches it built ahead are dropped; the states stay exact), then
+        the pipeline's grain workers, if it has any (`InputPipeline.close`)."""
         self._stop.set()
         if self._thread is not None:
             while self._thread.is_alive():
@@ -78,3 +79,5 @@ class DevicePrefetcher(Iterator):
                 except queue.Empty:
                     pass
             self._thread.join()
+        if hasattr(self._pipeline, "close"):
+            self._pipeline.close()
