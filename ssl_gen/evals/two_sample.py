@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_gen.evals.context import model_variables
+from ssl_gen.models import protocols
 
 
 def _vectors(source, n: int, field: str) -> np.ndarray:
@@ -72,6 +73,9 @@ def evaluate(state, ctx, *, num: int = 500, field: str = "image",
     scale = 1.0 / (hi - lo) if hi > lo else 1.0
     k_sample, k_noise = jax.random.split(ctx.rng)
     model = ctx.model
+    if not isinstance(model, protocols.Sampler):
+        raise TypeError(f"two_sample: {type(model).__name__} has no sample(key, n) "
+                        "(the Sampler protocol, ssl_gen.models.protocols)")
     fake = model.apply(variables, k_sample, len(real), method=model.sample)
     fake = np.asarray(jax.device_get(fake), np.float32).reshape(len(real), -1)
     noise = np.asarray(jax.random.uniform(k_noise, real.shape, minval=lo, maxval=hi))

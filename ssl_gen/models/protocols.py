@@ -14,6 +14,7 @@ protocol below is what one family of callers relies on today, collected from
 | `PosteriorMode`    | posterior_mode                      | images (when present)           |
 | `PriorSampler`     | sample_prior                        | images (when present)           |
 | `FeatureExtractor` | features                            | representation probes (to come) |
+| `Sampler`          | sample                              | two_sample                      |
 
 They are `runtime_checkable`: `isinstance(model, DiscreteLatents)` replaces a
 `hasattr(model, "latent_type")`. Like every runtime protocol check it tests that the
@@ -115,4 +116,13 @@ class FeatureExtractor(Protocol):
 
     def features(self, x: Array) -> Array:
         """One vector per example: (B, D)."""
+        ...
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """A generative model that draws data-space samples (a GAN's generator)."""
+
+    def sample(self, key: Array, n: int) -> Array:
+        """n samples in data space: (n, *data_shape)."""
         ...

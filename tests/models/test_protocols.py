@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from ssl_gen.models import dvae, protocols, vae
+from ssl_gen.models import dvae, gan, protocols, vae
 
 P = protocols
 X = jnp.zeros((2, 8, 8, 1), jnp.uint8)
@@ -14,10 +14,14 @@ X = jnp.zeros((2, 8, 8, 1), jnp.uint8)
 CASES = {
     "vae": (lambda: vae.Model(variant="tiny"),
             {P.LatentModel, P.ImageModel},
-            {P.DiscreteLatents, P.PosteriorMode, P.PriorSampler, P.FeatureExtractor}),
+            {P.DiscreteLatents, P.PosteriorMode, P.PriorSampler, P.FeatureExtractor, P.Sampler}),
     "dvae": (lambda: dvae.Model(variant="tiny"),
              {P.LatentModel, P.ImageModel, P.DiscreteLatents, P.PosteriorMode, P.PriorSampler},
-             {P.FeatureExtractor}),
+             {P.FeatureExtractor, P.Sampler}),
+    "gan": (lambda: gan.Model(data_shape=(8, 8, 1), variant="tiny"),
+            {P.Sampler},
+            {P.LatentModel, P.ImageModel, P.DiscreteLatents, P.PriorSampler,
+             P.FeatureExtractor}),
 }
 
 
@@ -40,7 +44,14 @@ def test_a_model_missing_a_member_fails_the_check():
     assert not isinstance(EncoderOnly(), P.ImageModel)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_sampler_samples_in_data_space():
+    model = CASES["gan"][0]()
+    variables = model.init(jax.random.key(0), X)
+    x = model.apply(variables, jax.random.key(1), 3, method=model.sample)
+    assert x.shape == (3, 8, 8, 1)
+
+
+@pytest.mark.parametrize("name", ["dvae", "vae"])
 def test_entry_points_have_the_stated_shapes(name):
     model = CASES[name][0]()
     variables = model.init({"params": jax.random.key(0), "sample": jax.random.key(1)}, X)
