@@ -23,9 +23,10 @@ The API, stated once::
   `est.variance.compare({name: estimator}, f, dist_fn, params, key, truth="exact")` turns
   them into one row per estimator (mean, bias, variance, SNR, cosine, evaluations, time).
 
-Stateful estimators (optax's pattern). An estimator with `estimator.stateful` (its `init`
-is not None: `score_function(baseline="moving_average")` and `relax()`) carries a NamedTuple state
-that the caller threads explicitly::
+State (optax's pattern, one protocol). Every estimator has `init() -> state`, a NamedTuple:
+`est.EmptyState()` for a stateless one. A stateful one (`estimator.stateful`: its state has
+leaves; `score_function(baseline="moving_average")`, `relax()`, anything combined with a
+moving average) carries the state, which the caller threads explicitly::
 
     estimator = est.score_function(baseline="moving_average", decay=0.9)
     objective = est.expectation(f, dist_fn, estimator, num_samples=4)
@@ -39,25 +40,43 @@ that the caller threads explicitly::
 
   The gradient uses the state passed in (independent of this call's samples, so it stays
   unbiased); `new_state` has this call's f values folded in and carries no gradient.
-  Calling a stateful objective without a state is an error. `est.grad_samples(objective,
+  Calling a stateful objective without a state is an error; every objective accepts
+  `objective(params, key, estimator.init())` and returns `(value, state)`, a stateless one
+  its empty state unchanged. `est.grad_samples(objective,
   params, key, n, state=state)` gives replicas that all start from `state`. At the level
   of `Estimator`, a stateful `estimate` takes the state as a fifth argument and returns
   `(surrogate, new_state)`.
+
+Cost. `estimator.evaluations(num_samples, event_size, num_classes)` is the number of forward
+f-evaluations in one estimate (its `cost`; tests/estimators/test_cost.py checks it against
+counted calls): what fair comparisons hold equal (`objectives.estimator_config.
+function_evaluations`, `est.variance`).
+
+Control variates (`est.control_variates`, the values; `est.with_control_variate`, the
+combinator). `with_control_variate(estimator, cv, coefficient)` estimates the gradient of
+E[f - beta h] with any estimator and adds beta grad E[h] back in closed form, so an
+estimator's gradient stays unbiased with any control variate whose expectation is exact;
+biased are an estimated coefficient computed from the same samples (`"estimated"`) and
+anything combined with a biased estimator. That rule, the instances (`constant`,
+`moving_average`, `leave_one_out`, `delta`) and the coefficients (fixed, `"estimated"`,
+`"estimated_loo"`) are stated once, in `ssl_gen.estimators.control_variates`. The string
+baselines of `score_function` are these values.
 
 Estimators (factories, named in `est.FACTORIES`; each docstring has the math, the paper,
 biased or not, and what it requires; invalid settings are one-line ValueErrors at
 construction or trace time):
 
 - `pathwise()`: reparameterization, unbiased; needs `dist.rsample` (Normal).
-- `measure_valued()`: the coupled weak derivative of a `Normal` (Rayleigh for the mean,
-  double-sided Maxwell for the scale), unbiased, f need not be differentiable; 4 E + 1 f
-  evaluations per sample (E event coordinates), so for low-dimensional latents.
+- `measure_valued(coupled=True)`: the weak derivative of a `Normal` (Rayleigh for the mean,
+  double-sided Maxwell for the scale), coupled (shared randomness between the positive and
+  negative sides) or not, unbiased, f need not be differentiable; 4 E + 1 f evaluations
+  per sample (E event coordinates), so for low-dimensional latents.
 - `score_function(baseline=None | "moving_average" | "loo" | "optimal" | "delta", *,
   decay=None, order=None)`: REINFORCE with a baseline, unbiased, any distribution; correct
   when f depends on parameters (DiCE magic box), higher derivatives included.
   "loo"/"optimal" need K >= 2; "moving_average" is stateful (`est.MovingAverageState`,
   above); "delta" is the Taylor control variate of a `Normal` (order 1 or 2; exact for
-  quadratic f at order 2).
+  quadratic f at order 2). Each is `with_control_variate(score_function(), <value>)`.
 - `exact(max_configs=4096)`: sum_z p(z) f(z) by enumeration: the true value, gradient and
   higher derivatives for small `Bernoulli` / `Categorical` latents (the tests' ground truth).
 - `gumbel_softmax(temperature=1.0)`: the Concrete relaxation, f at softmax((logits + G)/tau);
@@ -105,12 +124,22 @@ on: float32 parameters stay float32 under x64 (no silent upcast), float64 parame
 compute in float64. Estimator states (`MovingAverageState`, `RelaxState`) are float32 in
 both modes, so a training loop carries them with one dtype.
 
+Requirements. An estimator given a distribution it does not support (pathwise without
+`rsample`, measure_valued or the delta method without a `Normal`, ARM without a `Bernoulli`,
+...) raises a one-line ValueError naming both, at trace time
+(tests/estimators/test_requirements.py checks every factory on every distribution).
+
 This package imports only jax/numpy (and `ssl_gen.structured`): never flax, never train.
 """
 
-from ssl_gen.estimators import variance  # a module: est.variance.compare(...)
+from ssl_gen.estimators import (
+    control_variates,  # a module: est.control_variates.delta(...)
+    variance,  # a module: est.variance.compare(...)
+)
 from ssl_gen.estimators.binary import arm, disarm
+from ssl_gen.estimators.control_variates import ControlVariate, with_control_variate
 from ssl_gen.estimators.core import (
+    EmptyState,
     Estimator,
     check_num_samples,
     expectation,
@@ -167,6 +196,8 @@ __all__ = [
     "disarm",
     "Bernoulli",
     "Categorical",
+    "ControlVariate",
+    "EmptyState",
     "Estimator",
     "MovingAverageState",
     "Normal",
@@ -193,4 +224,6 @@ __all__ = [
     "straight_through",
     "straight_through_gumbel",
     "variance",
+    "with_control_variate",
+    "control_variates",
 ]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ssl_gen.estimators.core import Estimator, expand_trailing, sum_event_axes
+from ssl_gen.estimators.core import Estimator, expand_trailing, per_sample_cost, sum_event_axes
 from ssl_gen.estimators.distributions import Bernoulli
 
 
@@ -71,7 +71,8 @@ def arm() -> Estimator:
     b~ = 1[1 - u < sigmoid(alpha)]; see the module docstring. Requires a `Bernoulli`
     distribution; f need not be differentiable. `num_samples` counts antithetic pairs.
     """
-    return Estimator(name="arm", estimate=_antithetic("arm", _arm_weight), unbiased=True)
+    return Estimator(name="arm", estimate=_antithetic("arm", _arm_weight), unbiased=True,
+                     cost=per_sample_cost(2))
 
 
 def disarm() -> Estimator:
@@ -81,4 +82,5 @@ def disarm() -> Estimator:
     with u integrated out given the pair (Rao-Blackwellized). Requires a `Bernoulli`
     distribution; f need not be differentiable. `num_samples` counts antithetic pairs.
     """
-    return Estimator(name="disarm", estimate=_antithetic("disarm", _disarm_weight), unbiased=True)
+    return Estimator(name="disarm", estimate=_antithetic("disarm", _disarm_weight), unbiased=True,
+                     cost=per_sample_cost(2))

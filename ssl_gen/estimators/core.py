@@ -11,14 +11,26 @@ categoricals) to an array whose shape is a prefix of z's shape, e.g. a VAE decod
 z of shape (B, D) to log-likelihoods of shape (B,). The axes that f reduced are the event
 axes: estimators that use log-probabilities sum them over exactly those axes.
 
-Stateful estimators (a moving-average baseline, later learned control variates) follow
-optax: `estimator.init()` returns a NamedTuple state; `estimate` then takes it as a fifth
-argument and returns `(surrogate, new_state)`, and `expectation` returns
-`objective(params, key, state) -> (value, new_state)`. The caller threads the state.
+State (optax's protocol, uniform). Every estimator has `estimator.init() -> state`, a
+NamedTuple: `EmptyState()` (no leaves) for a stateless one. A stateful estimator
+(`estimator.stateful`: its state has leaves, e.g. a moving-average baseline or RELAX's
+network) takes the state as a fifth argument of `estimate` and returns
+`(surrogate, new_state)`; `expectation` then returns `objective(params, key, state) ->
+(value, new_state)`. Every objective accepts that call, so one signature serves every
+estimator: a stateless one returns its `EmptyState` unchanged (and still accepts
+`objective(params, key) -> value`). The caller threads the state.
+
+Cost. `estimator.cost(num_samples, event_size, num_classes)` is the number of forward
+evaluations of f in one estimate (those inside derivatives of f included) for f with one
+output row that reads `event_size` latent variables of `num_classes` classes each (2 for a
+Bernoulli; ignored for a Normal); `estimator.evaluations(...)` calls it with defaults.
+Comparisons at equal cost read it from here (`objectives.estimator_config.function_evaluations`,
+`est.variance`), and tests/estimators/test_cost.py keeps it equal to the counted calls.
 """
 
 from __future__ import annotations
 
+import functools
 import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -31,6 +43,30 @@ import jax.numpy as jnp
 EstimateFn = Callable[..., Any]
 
 
+class EmptyState(NamedTuple):
+    """The state of a stateless estimator or control variate: no leaves (optax's
+    `EmptyState`)."""
+
+
+def empty_init() -> EmptyState:
+    """`init` of everything stateless."""
+    return EmptyState()
+
+
+# Cost(num_samples, event_size, num_classes) -> forward f-evaluations in one estimate.
+CostFn = Callable[[int, int, int], int]
+
+
+def per_sample_cost(evaluations: int) -> CostFn:
+    """The cost of an estimator that evaluates f `evaluations` times per sample."""
+    return lambda num_samples, event_size, num_classes: evaluations * num_samples
+
+
+@functools.lru_cache(maxsize=1024)
+def _has_state(init: Callable[[], Any]) -> bool:
+    return bool(jax.tree.leaves(jax.eval_shape(init)))
+
+
 class Estimator(NamedTuple):
     """A gradient estimator: an immutable value made by a factory (`est.pathwise()`, ...).
 
@@ -39,20 +75,33 @@ class Estimator(NamedTuple):
       estimate: `(f, dist, key, num_samples) -> surrogate`, see the module docstring.
       unbiased: whether the gradient estimate is unbiased for E[f(z)].
       min_samples: the fewest samples the estimator is defined for (2 for leave-one-out).
-      init: None for a stateless estimator; for a stateful one, `init() -> state` (a
-        NamedTuple of arrays), and `estimate` takes the state last and returns
+      init: `init() -> state`, a NamedTuple of arrays (`EmptyState()` when stateless). A
+        stateful estimator's `estimate` takes the state last and returns
         `(surrogate, new_state)`.
+      cost: `(num_samples, event_size, num_classes) -> int`, the forward f-evaluations of
+        one estimate (module docstring); None when unknown (a hand-made estimator).
     """
 
     name: str
     estimate: EstimateFn
     unbiased: bool = True
     min_samples: int = 1
-    init: Callable[[], Any] | None = None
+    init: Callable[[], Any] = empty_init
+    cost: CostFn | None = None
 
     @property
     def stateful(self) -> bool:
-        return self.init is not None
+        """Whether `init()` has leaves (then `estimate` takes and returns the state)."""
+        return self.init is not None and self.init is not empty_init and _has_state(self.init)
+
+    def evaluations(self, num_samples: int, event_size: int = 1, num_classes: int = 2) -> int:
+        """Forward evaluations of f in one estimate (see `cost`); a one-line ValueError when
+        the estimator does not state its cost."""
+        if self.cost is None:
+            raise ValueError(
+                f"no function-evaluation count for estimator {self.name!r}; give its "
+                "Estimator a cost= (ssl_gen/estimators/core.py) so comparisons stay fair")
+        return int(self.cost(num_samples, event_size, num_classes))
 
 
 def check_num_samples(estimator: Estimator, num_samples: int) -> None:
@@ -93,8 +142,9 @@ def expectation(
     Returns:
       `objective(params, key)`: the Monte Carlo estimate of the expectation, of f's output
       shape. `jax.grad(lambda p, k: objective(p, k).sum())` is the estimator's gradient.
-      For a stateful estimator (`estimator.stateful`), `objective(params, key, state)`
-      returns `(value, new_state)`, with `state = estimator.init()` at the start.
+      `objective(params, key, state)` returns `(value, new_state)` for every estimator, with
+      `state = estimator.init()` at the start; a stateful estimator (`estimator.stateful`)
+      requires it, a stateless one returns its empty state unchanged.
     """
     if not isinstance(estimator, Estimator):
         raise TypeError(
@@ -115,8 +165,9 @@ def expectation(
 
         return stateful_objective
 
-    def objective(params: Any, key: jax.Array) -> jax.Array:
-        return estimator.estimate(f, dist_fn(params), key, num_samples)
+    def objective(params: Any, key: jax.Array, state: Any = None) -> Any:
+        value = estimator.estimate(f, dist_fn(params), key, num_samples)
+        return value if state is None else (value, state)  # the uniform (value, state) call
 
     return objective
 

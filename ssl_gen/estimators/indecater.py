@@ -75,4 +75,5 @@ def indecater() -> Estimator:
         linear = jnp.sum(table * (probs - jax.lax.stop_gradient(probs)), axis=-1)  # value 0
         return jnp.mean(fs, axis=0) + sum_event_axes(linear, out_ndim)
 
-    return Estimator(name="indecater", estimate=estimate, unbiased=True)
+    cost = lambda num_samples, event_size, num_classes: num_samples * (event_size * num_classes + 1)
+    return Estimator(name="indecater", estimate=estimate, unbiased=True, cost=cost)

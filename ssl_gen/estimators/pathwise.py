@@ -13,7 +13,7 @@ families such as `Normal`); asking for it on a distribution without one is an er
 
 from __future__ import annotations
 
-from ssl_gen.estimators.core import Estimator, mean_over_samples
+from ssl_gen.estimators.core import Estimator, mean_over_samples, per_sample_cost
 
 
 def _estimate(f, dist, key, num_samples):
@@ -28,4 +28,4 @@ def _estimate(f, dist, key, num_samples):
 
 def pathwise() -> Estimator:
     """The reparameterization-trick estimator (unbiased; needs `dist.rsample`)."""
-    return Estimator(name="pathwise", estimate=_estimate, unbiased=True)
+    return Estimator(name="pathwise", estimate=_estimate, unbiased=True, cost=per_sample_cost(1))

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ssl_gen.estimators.core import Estimator, event_log_prob, sum_event_axes
+from ssl_gen.estimators.core import Estimator, event_log_prob, per_sample_cost, sum_event_axes
 from ssl_gen.estimators.distributions import Bernoulli, Categorical
 from ssl_gen.estimators.relaxed import check_temperature
 
@@ -143,7 +143,8 @@ def rebar(temperature: float = 0.5, eta: float = 1.0) -> Estimator:
                              empty, empty, empty)
         return _estimate("rebar", f, dist, key, num_samples, params)[0]
 
-    return Estimator(name=f"rebar[{temperature},{eta}]", estimate=estimate, unbiased=True)
+    return Estimator(name=f"rebar[{temperature},{eta}]", estimate=estimate, unbiased=True,
+                     cost=per_sample_cost(4))  # f at b and at 3 relaxed points
 
 
 def relax_init(temperature: float = 0.5, hidden: int = 16, seed: int = 0) -> RelaxState:
@@ -211,4 +212,5 @@ def relax(
         return value, relax_update(state, variance_grad, learning_rate)
 
     return Estimator(name=f"relax[{hidden}]", estimate=estimate, unbiased=True,
-                     init=lambda: relax_init(temperature, hidden, seed))
+                     init=lambda: relax_init(temperature, hidden, seed),
+                     cost=per_sample_cost(7))  # REBAR's 4, plus 3 in phi's second derivative

@@ -29,8 +29,10 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ssl_gen.estimators.core import Estimator, mean_over_samples
+from ssl_gen.estimators.core import Estimator, mean_over_samples, per_sample_cost
 from ssl_gen.estimators.distributions import Bernoulli, Categorical
+
+ONE = per_sample_cost(1)  # f at one (exact or relaxed) point per sample
 
 
 def check_temperature(name: str, temperature) -> float:
@@ -74,7 +76,8 @@ def gumbel_softmax(temperature: float = 1.0) -> Estimator:
         perturbed = dist.perturb(key, (num_samples,))  # differentiable in the logits
         return mean_over_samples(f, dist.soft(perturbed, temperature))
 
-    return Estimator(name=f"gumbel_softmax[{temperature}]", estimate=estimate, unbiased=False)
+    return Estimator(name=f"gumbel_softmax[{temperature}]", estimate=estimate, unbiased=False,
+                     cost=ONE)
 
 
 def straight_through() -> Estimator:
@@ -93,7 +96,7 @@ def straight_through() -> Estimator:
         mu = dist.mean()
         return mean_over_samples(f, zs + (mu - jax.lax.stop_gradient(mu)))  # value: f(z_k)
 
-    return Estimator(name="straight_through", estimate=estimate, unbiased=False)
+    return Estimator(name="straight_through", estimate=estimate, unbiased=False, cost=ONE)
 
 
 def straight_through_gumbel(temperature: float = 1.0) -> Estimator:
@@ -117,7 +120,7 @@ def straight_through_gumbel(temperature: float = 1.0) -> Estimator:
         return mean_over_samples(f, hard + (soft - jax.lax.stop_gradient(soft)))
 
     name = f"straight_through_gumbel[{temperature}]"
-    return Estimator(name=name, estimate=estimate, unbiased=False)
+    return Estimator(name=name, estimate=estimate, unbiased=False, cost=ONE)
 
 
 def _probs_with_jacobian_at(dist, probs):
@@ -156,13 +159,16 @@ def reinmax(temperature: float = 1.0) -> Estimator:
 
     def estimate(f, dist, key, num_samples):
         _check_discrete("reinmax", dist)
+        if not isinstance(dist, (Bernoulli, Categorical)):
+            raise ValueError("reinmax needs a Bernoulli or Categorical distribution (a softmax "
+                             f"or sigmoid of independent logits), got {type(dist).__name__}")
         hard = dist.sample(key, (num_samples,))  # (K, *batch[, C]), no gradient
         pi0 = dist.mean()
         pi1 = _probs_with_jacobian_at(dist, 0.5 * (hard + dist.soft(dist.logits, temperature)))
         pi2 = 2.0 * pi1 - 0.5 * pi0
         return mean_over_samples(f, hard + (pi2 - jax.lax.stop_gradient(pi2)))
 
-    return Estimator(name=f"reinmax[{temperature}]", estimate=estimate, unbiased=False)
+    return Estimator(name=f"reinmax[{temperature}]", estimate=estimate, unbiased=False, cost=ONE)
 
 
 def _check_conditional(name: str, dist) -> None:
@@ -207,7 +213,7 @@ def gumbel_rao(temperature: float = 1.0, num_rao_samples: int = 10) -> Estimator
         return mean_over_samples(f, hard + (soft - jax.lax.stop_gradient(soft)))
 
     name = f"gumbel_rao[{temperature},{num_rao_samples}]"
-    return Estimator(name=name, estimate=estimate, unbiased=False)
+    return Estimator(name=name, estimate=estimate, unbiased=False, cost=ONE)
 
 
 def gapped_straight_through(temperature: float = 1.0, gap: float = 1.0) -> Estimator:
@@ -256,4 +262,4 @@ def gapped_straight_through(temperature: float = 1.0, gap: float = 1.0) -> Estim
         return mean_over_samples(f, hard + (soft - jax.lax.stop_gradient(soft)))
 
     name = f"gapped_straight_through[{temperature},{gap}]"
-    return Estimator(name=name, estimate=estimate, unbiased=False)
+    return Estimator(name=name, estimate=estimate, unbiased=False, cost=ONE)

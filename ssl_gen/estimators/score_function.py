@@ -26,65 +26,19 @@ summed over the event axes that f reduced (`core.event_log_prob`).
 
 from __future__ import annotations
 
-import math
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 
-from ssl_gen.estimators.core import (
-    Estimator,
-    event_log_prob,
-    expand_trailing,
-    magic_box,
-    sum_event_axes,
+from ssl_gen.estimators import control_variates as cvs
+from ssl_gen.estimators.control_variates import (  # noqa: F401  (re-exported, their old home)
+    MovingAverageState,
+    moving_average_init,
+    moving_average_update,
+    moving_average_value,
 )
-from ssl_gen.estimators.distributions import Normal
+from ssl_gen.estimators.core import Estimator, event_log_prob, magic_box, per_sample_cost
 
 BASELINES = (None, "moving_average", "loo", "optimal", "delta")
-
-
-class MovingAverageState(NamedTuple):
-    """State of the moving-average baseline: an exponential moving average of f.
-
-    Attributes:
-      mean: the (not yet debiased) moving average of the batch mean of f; a scalar.
-      count: how many updates it has seen (int32); the baseline is mean / (1 - decay**count)
-        (Adam's debiasing, Kingma & Ba 2015), and 0 before the first update.
-    """
-
-    mean: jax.Array
-    count: jax.Array
-
-
-def moving_average_init() -> MovingAverageState:
-    """The initial state: no update seen, baseline 0."""
-    return MovingAverageState(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
-
-
-def moving_average_value(state: MovingAverageState, decay: float) -> jax.Array:
-    """The debiased baseline of `state` (0 before the first update)."""
-    correction = 1.0 - jnp.asarray(decay, jnp.float32) ** state.count
-    return jnp.where(state.count > 0, state.mean / jnp.where(state.count > 0, correction, 1), 0)
-
-
-def moving_average_update(
-    state: MovingAverageState, fs: jax.Array, decay: float
-) -> MovingAverageState:
-    """Fold the mean of this call's f values (no gradient) into the average."""
-    batch_mean = jnp.mean(jax.lax.stop_gradient(fs)).astype(state.mean.dtype)
-    return MovingAverageState(decay * state.mean + (1.0 - decay) * batch_mean, state.count + 1)
-
-
-def _leave_one_out_sum(x: jax.Array) -> jax.Array:
-    """sum_{j != k} x_j for every k, along axis 0, without cancellation: (K, ...)."""
-    k = x.shape[0]
-    if k > 16:  # many samples (a 1,000-sample reference): one matmul, no (K, K, ...) mask
-        return jnp.tensordot(1.0 - jnp.eye(k, dtype=x.dtype), x, axes=1)
-    # Few samples: a masked sum that fuses into f's kernels; the tensordot with (1 - I) is
-    # a separate small matmul on XLA:CPU (LOO at 1.1-2.6x the hand-written gradient).
-    off = ~jnp.eye(k, dtype=bool).reshape((k, k) + (1,) * (x.ndim - 1))
-    return jnp.sum(jnp.where(off, x[None], jnp.zeros((), x.dtype)), axis=1)
 
 
 def _dice(fs: jax.Array, log_p: jax.Array, baseline: jax.Array) -> jax.Array:
@@ -93,101 +47,13 @@ def _dice(fs: jax.Array, log_p: jax.Array, baseline: jax.Array) -> jax.Array:
     return jnp.mean(fs * box + jax.lax.stop_gradient(baseline) * (1.0 - box), axis=0)
 
 
-def _samples(f, dist, key, num_samples):
+def _estimate_plain(f, dist, key, num_samples):
+    if not (hasattr(dist, "sample") and hasattr(dist, "log_prob")):
+        raise ValueError(f"score_function needs a distribution with sample and log_prob; "
+                         f"{type(dist).__name__} has not both")
     zs = jax.lax.stop_gradient(dist.sample(key, (num_samples,)))  # (K, *batch[, C])
     fs = jax.vmap(f)(zs)  # (K, *out)
-    return zs, fs, event_log_prob(dist, zs, fs)
-
-
-def _check_k(name: str, num_samples: int, minimum: int) -> None:
-    if num_samples < minimum:
-        raise ValueError(f"{name} needs num_samples >= {minimum}, got {num_samples}")
-
-
-def _estimate_plain(f, dist, key, num_samples):
-    _, fs, log_p = _samples(f, dist, key, num_samples)
-    return _dice(fs, log_p, jnp.zeros_like(fs))
-
-
-def _estimate_loo(f, dist, key, num_samples):
-    _check_k("score_function(baseline='loo')", num_samples, 2)
-    _, fs, log_p = _samples(f, dist, key, num_samples)
-    baseline = _leave_one_out_sum(jax.lax.stop_gradient(fs)) / (num_samples - 1)
-    return _dice(fs, log_p, baseline)
-
-
-def _optimal_control_variate(dist, zs, fs):
-    """sum_i c_i (theta_i - stop_gradient(theta_i)) per output, c_i = mean_k beta_ki h_ki.
-
-    theta runs over every coordinate of the broadcast distribution's fields, h_ki is the
-    score d log p(z_k) / d theta_i, and beta_ki = sum_{j != k} f_j h_ji^2 / sum_{j != k} h_ji^2
-    is the variance-minimizing coefficient E[f h_i^2] / E[h_i^2] estimated without sample k.
-    """
-    full = dist.broadcast()  # every field has batch_shape as a prefix
-    fixed = jax.lax.stop_gradient(full)
-    scores = jax.vmap(lambda z: jax.grad(lambda d: jnp.sum(d.log_prob(z)))(fixed))(zs)
-    f_fixed = jax.lax.stop_gradient(fs)
-    out_ndim = fs.ndim - 1
-
-    def field_term(theta, h):  # theta (*shape), h (K, *shape)
-        h2 = jnp.square(h)
-        num = _leave_one_out_sum(expand_trailing(f_fixed, h.ndim) * h2)
-        den = _leave_one_out_sum(h2)
-        beta = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
-        coef = jnp.mean(beta * h, axis=0)
-        return sum_event_axes(coef * (theta - jax.lax.stop_gradient(theta)), out_ndim)
-
-    terms = jax.tree.leaves(jax.tree.map(field_term, full, scores))
-    return sum(terms)
-
-
-def _estimate_optimal(f, dist, key, num_samples):
-    _check_k("score_function(baseline='optimal')", num_samples, 2)
-    zs, fs, log_p = _samples(f, dist, key, num_samples)
-    return _dice(fs, log_p, jnp.zeros_like(fs)) - _optimal_control_variate(dist, zs, fs)
-
-
-def _per_coordinate(fn, shape, dtype, out_ndim):
-    """fn(e_i) for every event coordinate i at once: fn maps a basis direction (one 1 per
-    output row, at event coordinate i, of `dtype`) to a (*batch) array; returns entry
-    (row, i) of each."""
-    event_shape = shape[out_ndim:]
-    num_events = math.prod(event_shape)
-    basis = jnp.eye(num_events, dtype=dtype).reshape((num_events,) + event_shape)  # (E, *event)
-    values = jax.vmap(lambda e: fn(jnp.broadcast_to(e, shape)))(basis)  # (E, *batch)
-    values = values.reshape((num_events,) + shape[:out_ndim] + (num_events,))  # (E, *out, E)
-    return jnp.diagonal(values, 0, 0, -1).reshape(shape)  # (*out, E) -> (*batch)
-
-
-def _delta_estimate(order):
-    """The Taylor (delta-method) control variate of a `Normal`, see `score_function`."""
-
-    def estimate(f, dist, key, num_samples):
-        if not isinstance(dist, Normal):
-            raise ValueError("score_function(baseline='delta') needs a Normal distribution, "
-                             f"got {type(dist).__name__}")
-        full = dist.broadcast()
-        loc, scale = jax.lax.stop_gradient(full.loc), jax.lax.stop_gradient(full.scale)
-        zs, fs, log_p = _samples(f, dist, key, num_samples)
-        out_ndim = fs.ndim - 1
-        grad_at = jax.grad(lambda z: jnp.sum(f(z)))  # rows are independent: per-row gradients
-        slope = grad_at(loc)  # (*batch)
-        d = zs - loc  # (K, *batch)
-        h = f(loc) + sum_event_axes(slope * d, out_ndim + 1)  # (K, *out), h(z_k)
-        sg = jax.lax.stop_gradient
-        mean_h = sg(slope) * (full.loc - loc)  # E[h] - f(mu^), expansion point fixed
-        if order == 2:
-            hvp = lambda v: jax.jvp(grad_at, (loc,), (v,))[1]  # per-row Hessian times v
-            h = h + 0.5 * sum_event_axes(d * jax.vmap(hvp)(d), out_ndim + 1)
-            diag = _per_coordinate(hvp, loc.shape, loc.dtype, out_ndim)  # d^2 f / dz_i^2
-            # E[(z - mu^)' H (z - mu^)] = (mu - mu^)' H (mu - mu^) + sum_i H_ii sigma_i^2; the
-            # first term has zero gradient at mu = mu^ and is left out.
-            mean_h = mean_h + 0.5 * sg(diag) * (jnp.square(full.scale) - jnp.square(scale))
-        # The control variate's expectation, value 0 and gradient grad E[h] (slope, H_ii sigma_i).
-        correction = sum_event_axes(mean_h, out_ndim)
-        return _dice(fs, log_p, h) + correction
-
-    return estimate
+    return _dice(fs, event_log_prob(dist, zs, fs), jnp.zeros_like(fs))
 
 
 def score_function(
@@ -210,18 +76,15 @@ def score_function(
           (f - beta_i) d log p / d theta_i with beta_i = E[f h_i^2] / E[h_i^2] (h_i the score),
           the coefficient minimizing the variance of the control-variated estimator (Greensmith
           et al. 2004; Peters & Schaal 2008; Mohamed et al. 2020, Sec. 7). beta is estimated
-          from the other K - 1 samples, so it stays unbiased. Needs num_samples >= 2. Cost:
-          one extra per-sample gradient of log p (cheap: log p is elementwise).
-        - "delta": the Taylor (delta-method) control variate of a `Normal` (Paisley, Blei &
-          Jordan 2012; Mohamed et al. 2020, Sec. 7):
-          h(z) = f(mu^) + grad f(mu^).(z - mu^)
-          [+ 1/2 (z - mu^)' H(mu^) (z - mu^) for order 2], the expansion point mu^ = mu held
-          fixed, so E[h] is known: its gradient is grad f(mu^) in mu and H_ii(mu^) sigma_i in
-          sigma_i. The estimate is mean_k (f(z_k) - h(z_k)) grad log p(z_k) + grad E[h]:
-          unbiased for any f twice differentiable in z, and exact (zero variance) for f
-          quadratic at order 2. Cost: K f-evaluations, one gradient of f, and at order 2
-          K + E Hessian-vector products (E event coordinates per output). First derivatives
-          only (the DiCE higher derivatives do not hold for this baseline).
+          from the other K - 1 samples, so it stays unbiased. Needs num_samples >= 2. First
+          derivatives only.
+        - "delta": the Taylor (delta-method) control variate of a `Normal`, order 1 or 2
+          (`control_variates.delta`): unbiased for any f twice differentiable in z, exact
+          (zero variance) for f quadratic at order 2.
+        Each is a control variate applied by `control_variates.with_control_variate`:
+        "moving_average" = `moving_average(decay)`, "loo" = `leave_one_out()`, "optimal" =
+        `constant()` with `coefficient="estimated_loo"`, "delta" = `delta(order)`; the same
+        values apply to every other estimator (see that module).
       decay: the moving average's decay in [0, 1) (default 0.9); only for "moving_average".
       order: 1 or 2 (default 2), the Taylor order; only for "delta".
 
@@ -237,26 +100,17 @@ def score_function(
         raise ValueError("score_function: decay applies only to baseline='moving_average'")
     if order is not None and baseline != "delta":
         raise ValueError("score_function: order applies only to baseline='delta'")
-    name = "score_function" if baseline is None else f"score_function[{baseline}]"
+    plain = Estimator(name="score_function", estimate=_estimate_plain, cost=per_sample_cost(1))
     if baseline is None:
-        return Estimator(name=name, estimate=_estimate_plain)
+        return plain
     if baseline == "loo":
-        return Estimator(name=name, estimate=_estimate_loo, min_samples=2)
+        return cvs.with_control_variate(plain, cvs.leave_one_out())
     if baseline == "optimal":
-        return Estimator(name=name, estimate=_estimate_optimal, min_samples=2)
+        optimal = cvs.with_control_variate(plain, cvs.constant(), "estimated_loo")
+        return optimal._replace(name="score_function[optimal]")
     if baseline == "delta":
-        order = 2 if order is None else order
-        if order not in (1, 2):
-            raise ValueError(f"score_function: order must be 1 or 2, got {order!r}")
-        return Estimator(name=f"score_function[delta{order}]", estimate=_delta_estimate(order))
-
+        return cvs.with_control_variate(plain, cvs.delta(2 if order is None else order))
     decay = 0.9 if decay is None else float(decay)
     if not 0.0 <= decay < 1.0:
         raise ValueError(f"score_function: decay must be in [0, 1), got {decay}")
-
-    def estimate(f, dist, key, num_samples, state):
-        _, fs, log_p = _samples(f, dist, key, num_samples)
-        b = jnp.broadcast_to(moving_average_value(state, decay).astype(fs.dtype), fs.shape)
-        return _dice(fs, log_p, b), moving_average_update(state, fs, decay)
-
-    return Estimator(name=name, estimate=estimate, init=moving_average_init)
+    return cvs.with_control_variate(plain, cvs.moving_average(decay))

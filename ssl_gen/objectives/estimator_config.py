@@ -1,4 +1,5 @@
-"""The one place where a config value becomes an `ssl_gen.estimators.Estimator`."""
+"""The one place where a config value becomes an `ssl_gen.estimators.Estimator`, and where
+an objective reads its cost."""
 
 from __future__ import annotations
 
@@ -52,3 +53,22 @@ def make_estimator(spec: Any, *, also_known: Iterable[str] = ()) -> est.Estimato
         return getattr(est, name)(**kwargs)
     except TypeError as e:
         raise ValueError(f"estimator {name!r}: bad arguments {kwargs}: {e}") from None
+
+
+def function_evaluations(estimator: est.Estimator, latent_shape: tuple[int, ...],
+                         num_samples: int) -> int:
+    """Evaluations of f per example per call of the objective, from the estimator's cost.
+
+    Args:
+      estimator: the estimator (its `cost`, see `ssl_gen.estimators.core`).
+      latent_shape: one example's code, (N, C) categorical or (N,) Bernoulli.
+      num_samples: K (pairs for ARM/DisARM).
+
+    Returns:
+      `estimator.evaluations(K, N, C)` (C = 2 for a Bernoulli); a one-line ValueError for an
+      estimator that states no cost.
+    """
+    if len(latent_shape) not in (1, 2):
+        raise ValueError(f"latent_shape must be (N,) or (N, C), got {tuple(latent_shape)}")
+    classes = latent_shape[1] if len(latent_shape) == 2 else 2
+    return estimator.evaluations(num_samples, latent_shape[0], classes)

@@ -262,3 +262,61 @@ def gauss_delta1_var(num_samples: int) -> dict:
                                               = sigma^2 (105 - 30 + 3 - 4) = 74 sigma^2.
     (Second order: h = f, zero variance.) K samples divide by K."""
     return {"loc": 15 * SIGMA**2 / num_samples, "scale": 74 * SIGMA**2 / num_samples}
+
+
+def gauss_measure_valued_uncoupled_var(num_samples: int) -> dict:
+    """Uncoupled measure-valued derivative of E[z^2], one sample (independent sides):
+    g_mu = ((mu + s W)^2 - (mu - s W')^2) / (s sqrt(2 pi)) = (2 mu (W + W') + s (W^2 - W'^2))
+      / sqrt(2 pi), W, W' i.i.d. Rayleigh: Var W = (4 - pi) / 2, W^2 ~ Exp(mean 2) so
+      Var W^2 = 4, and the cross term is 0: Var g_mu = (2 mu^2 (4 - pi) + 4 s^2) / pi;
+    g_sigma = ((mu + s M)^2 - (mu + s G)^2) / s = 2 mu (M - G) + s (M^2 - G^2), M ~ DS-Maxwell,
+      G ~ N(0, 1) independent: Var = 4 mu^2 (3 + 1) + s^2 ((15 - 9) + (3 - 1)) = 16 mu^2 + 8 s^2
+      (odd moments vanish). Both exceed the coupled variances. K samples divide by K."""
+    m, s = MU, SIGMA
+    return {
+        "loc": (2 * m**2 * (4 - math.pi) + 4 * s**2) / math.pi / num_samples,
+        "scale": (16 * m**2 + 8 * s**2) / num_samples,
+    }
+
+
+# --- Gaussian rows: six test functions at once, one per output row. -------------------------
+# z ~ N(loc, scale^2) of shape (6, 2); row r of f reads row r of z (the shape rule), so one
+# program checks every function and each row's gradient is its own.
+ROW_NAMES = ("linear", "quadratic", "cubic", "quartic", "weighted", "cos")
+ROWS_PARAMS = {
+    "loc": jnp.array([[0.7, -0.4], [0.3, 0.9], [-0.5, 0.6], [0.4, -0.2], [1.1, -0.7], [0.5, 1.3]]),
+    "scale": jnp.array([[1.3, 0.6], [0.8, 1.1], [0.7, 0.5], [0.6, 0.9], [0.9, 0.4], [1.2, 0.7]]),
+}
+ROW_W = jnp.array([1.5, -0.8])
+QUADRATIC_ROWS = (0, 1, 4)  # f polynomial of degree <= 2: the delta method at order 2 is exact
+
+
+def rows_f(z):
+    """(6, 2) -> (6,): w.z, (w.z)^2, sum z^3, sum z^4, sum w z^2, sum cos z."""
+    return jnp.stack([
+        z[0] @ ROW_W,
+        jnp.square(z[1] @ ROW_W),
+        jnp.sum(z[2] ** 3),
+        jnp.sum(z[3] ** 4),
+        jnp.sum(ROW_W * jnp.square(z[4])),
+        jnp.sum(jnp.cos(z[5])),
+    ])
+
+
+def rows_expectation(params):
+    """E f row by row, closed forms: E z^3 = m^3 + 3 m s^2, E z^4 = m^4 + 6 m^2 s^2 + 3 s^4,
+    E cos z = cos m exp(-s^2 / 2)."""
+    m, s = params["loc"], params["scale"]
+    return jnp.stack([
+        m[0] @ ROW_W,
+        jnp.square(m[1] @ ROW_W) + jnp.square(s[1]) @ jnp.square(ROW_W),
+        jnp.sum(m[2] ** 3 + 3 * m[2] * s[2] ** 2),
+        jnp.sum(m[3] ** 4 + 6 * m[3] ** 2 * s[3] ** 2 + 3 * s[3] ** 4),
+        jnp.sum(ROW_W * (jnp.square(m[4]) + jnp.square(s[4]))),
+        jnp.sum(jnp.cos(m[5]) * jnp.exp(-0.5 * jnp.square(s[5]))),
+    ])
+
+
+def rows_grad() -> dict:
+    """The exact gradient of sum_r E f_r (each row's parameters get their row's)."""
+    return jax.grad(lambda p: jnp.sum(rows_expectation(p)))(ROWS_PARAMS)

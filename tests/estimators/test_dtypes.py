@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from ssl_gen import estimators as est
+from ssl_gen.estimators import control_variates as cv
 from tests.jaxpr_dtypes import wide_floats
 
 X64 = jax.config.jax_enable_x64
@@ -65,6 +66,13 @@ CASES = [
     (normal, est.score_function("delta", order=1), 2),
     (normal, est.score_function("delta"), 2),
     (normal, est.score_function("moving_average"), 2),
+    (normal, est.measure_valued(coupled=False), 2),
+    (normal, est.with_control_variate(est.pathwise(), cv.delta(2)), 2),
+    (normal, est.with_control_variate(est.measure_valued(), cv.delta(1), "estimated_loo"), 2),
+    (normal, est.with_control_variate(est.score_function(), cv.delta(2), "estimated"), 3),
+    (normal, est.with_control_variate(est.pathwise(), cv.moving_average(warmup=True,
+                                                                        debias=False)), 2),
+    (bernoulli, est.with_control_variate(est.disarm(), cv.leave_one_out()), 2),
     (bernoulli, est.score_function("optimal"), 2),
     (bernoulli, est.exact(), 1),
     (bernoulli, est.gumbel_softmax(0.5), 2),
