@@ -53,7 +53,16 @@ def get_config(arg=None):
         # The delta method: the second-order Taylor control variate (Mohamed et al., Sec. 7).
         score_delta=dict(name="score_function", baseline="delta", num_samples=1),
         score_loo=dict(name="score_function", baseline="loo", num_samples=2),
-        measure_valued=dict(name="measure_valued", num_samples=1))
+        measure_valued=dict(name="measure_valued", num_samples=1),
+        # Control variates on the other estimators too (est.control_variates): the delta
+        # method with pathwise and measure-valued, an estimated coefficient, and the
+        # uncoupled measure-valued derivative (independent positive and negative samples).
+        pathwise_delta2=dict(name="pathwise", control_variate="delta2", num_samples=1),
+        measure_valued_delta2=dict(name="measure_valued", control_variate="delta2",
+                                   num_samples=1),
+        score_delta1_estimated=dict(name="score_function", control_variate="delta1",
+                                    coefficient="estimated_loo", num_samples=2),
+        measure_valued_uncoupled=dict(name="measure_valued", coupled=False, num_samples=1))
 
     # The toy of Tucker et al. (2017), Grathwohl et al. (2018) and Yin & Zhou (2019):
     # minimize E[(b - t)^2] over theta = logit P(b = 1) from theta = 0; t near 1/2 makes

@@ -488,3 +488,29 @@ def with_control_variate(
     return Estimator(name=name, estimate=estimate,
                      unbiased=estimator.unbiased and coefficient != "estimated",
                      min_samples=minimum, init=cv.init, cost=cost)
+
+
+NAMED = ("constant", "moving_average", "loo", "delta1", "delta2")
+
+
+def named(spec: Any) -> ControlVariate:
+    """A control variate from a config value: a `ControlVariate` (as is), one of `NAMED`, or
+    `{"name": "moving_average", "decay": 0.99}` / `{"name": "delta", "order": 1}` with the
+    factory's keyword arguments; anything else is a one-line ValueError."""
+    if isinstance(spec, ControlVariate):
+        return spec
+    if isinstance(spec, str):
+        name, kwargs = spec, {}
+    elif hasattr(spec, "get") and "name" in spec:
+        name, kwargs = spec["name"], {k: v for k, v in dict(spec).items() if k != "name"}
+    else:
+        raise ValueError(f"control variate must be a name or a dict with 'name', got {spec!r}")
+    factories = {"constant": constant, "moving_average": moving_average,
+                 "loo": leave_one_out, "delta": delta,
+                 "delta1": lambda: delta(1), "delta2": lambda: delta(2)}
+    if name not in factories:
+        raise ValueError(f"unknown control variate {name!r}; known: {', '.join(NAMED)}, delta")
+    try:
+        return factories[name](**kwargs)
+    except TypeError as e:
+        raise ValueError(f"control variate {name!r}: bad arguments {kwargs}: {e}") from None

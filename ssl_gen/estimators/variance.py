@@ -19,8 +19,10 @@ and, where known, the true gradient mu (a closed form, or `exact` enumeration):
     time_s      the median wall time of one jitted gradient estimate, after compilation
 
 Everything is per estimate with that estimator's `num_samples`: compare estimators at equal
-`evals` for a fair comparison. Only jax and numpy: `ssl_gen.evals.estimator_report` renders
-the rows as tables and plots.
+`evals` for a fair comparison. `with_and_without(estimators, control_variates, ...)` makes
+the rows of each estimator alone and with each applicable control variate, one row each
+(`est.control_variates`), for `compare`. Only jax and numpy: `ssl_gen.evals.estimator_report`
+renders the rows as tables and plots.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssl_gen.estimators.control_variates import ControlVariate, with_control_variate
 from ssl_gen.estimators.core import Estimator, expectation, grad_samples
 from ssl_gen.estimators.exact import exact
 
@@ -184,3 +187,57 @@ def compare(
         rows.append(EstimatorStats(name=name, num_samples=k, unbiased=estimator.unbiased,
                                    evals=evals, time_s=seconds, **stats))
     return rows
+
+
+def with_and_without(
+    estimators: Mapping[str, Estimator | tuple[Estimator, int]],
+    control_variates: Mapping[str, ControlVariate | tuple[ControlVariate, float | str]],
+    f: Callable | None = None,
+    dist_fn: Callable | None = None,
+    params: Any = None,
+    *,
+    num_samples: int = 1,
+) -> dict[str, tuple[Estimator, int]]:
+    """Each estimator alone, then with each applicable control variate: one entry (a row of
+    `compare`) per pair, named "<estimator> + <control variate>".
+
+    Args:
+      estimators: name -> `Estimator` or `(Estimator, num_samples)`, as for `compare`.
+      control_variates: name -> `ControlVariate` (coefficient 1) or `(cv, coefficient)`.
+      f, dist_fn, params: the problem; when given, a pair that does not apply to it (the
+        delta method on a discrete latent) is left out, found by tracing (nothing runs).
+      num_samples: K for estimators given without their own; a pair needing more samples
+        (an estimated coefficient, leave-one-out) gets its minimum.
+
+    Returns:
+      name -> (estimator, num_samples), in order: an estimator, its pairs, the next one. A
+      pair that cannot be made (an estimated coefficient on a stateful estimator) is left
+      out; a baseline on the pathwise or measure-valued estimator stays in and repeats the
+      estimator's row (their gradient of a constant is 0), which the table then shows.
+    """
+    rows: dict[str, tuple[Estimator, int]] = {}
+    for name, spec in estimators.items():
+        estimator, k = (spec, num_samples) if isinstance(spec, Estimator) else spec
+        rows[name] = (estimator, k)
+        for cv_name, cv_spec in control_variates.items():
+            control, coefficient = ((cv_spec, 1.0) if isinstance(cv_spec, ControlVariate)
+                                    else cv_spec)
+            try:
+                combined = with_control_variate(estimator, control, coefficient)
+            except ValueError:
+                continue  # not applicable to this estimator
+            k_pair = max(k, combined.min_samples)
+            if f is not None and not _applies(f, dist_fn, params, combined, k_pair):
+                continue
+            rows[f"{name} + {cv_name}"] = (combined, k_pair)
+    return rows
+
+
+def _applies(f, dist_fn, params, estimator, num_samples) -> bool:
+    objective = expectation(f, dist_fn, estimator, num_samples)
+    state = estimator.init()
+    try:
+        jax.eval_shape(lambda p, k: objective(p, k, state), params, jax.random.key(0))
+    except ValueError:
+        return False
+    return True

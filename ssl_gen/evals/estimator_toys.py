@@ -53,8 +53,13 @@ def make_estimator(spec: Mapping[str, Any], **overrides) -> tuple[est.Estimator,
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
         raise ValueError(f"estimator {name!r}: num_samples must be an int, got "
                          f"{num_samples!r}")
+    control, coefficient = kwargs.pop("control_variate", None), kwargs.pop("coefficient", 1.0)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    return factory(**kwargs), int(num_samples)
+    estimator = factory(**kwargs)
+    if control is not None:  # a row with a control variate (est.control_variates.named)
+        control = est.control_variates.named(control)
+        estimator = est.with_control_variate(estimator, control, coefficient)
+    return estimator, int(num_samples)
 
 
 def _row(name: str, stats: Mapping[str, Any], **fields) -> dict:

@@ -64,3 +64,25 @@ def test_gradient_stats_of_pytrees_and_errors():
         variance.gradient_stats(jnp.ones((4, 3)), jnp.ones(2))
     with pytest.raises(ValueError, match="truth must be a pytree, 'exact' or None"):
         variance.compare({}, _f, P.bern_dist, LOGITS, P.key(0), truth="closed_form")
+
+
+def test_with_and_without_gives_one_row_per_applicable_pair():
+    """Each estimator, then each control variate that applies to it: the delta method is
+    left out on a Bernoulli, an estimated coefficient on a stateful estimator; on E[z^2] the
+    order-2 delta method leaves the pathwise rows zero variance, and `compare` reports
+    every row with its cost (K f-evaluations plus one for the Taylor expansion)."""
+    cvs = {"delta2": est.control_variates.delta(2),
+           "optimal": (est.control_variates.constant(), "estimated_loo")}
+    discrete = variance.with_and_without(
+        {"sf": est.score_function(), "relax": est.relax(hidden=2)}, cvs, _f, P.bern_dist, LOGITS,
+        num_samples=2)
+    assert list(discrete) == ["sf", "sf + optimal", "relax"]
+    gaussian = variance.with_and_without({"pathwise": est.pathwise()}, cvs, P.gauss_f,
+                                         P.gauss_dist, P.GAUSS_PARAMS)
+    assert list(gaussian) == ["pathwise", "pathwise + delta2", "pathwise + optimal"]
+    assert gaussian["pathwise + optimal"][1] == 2  # raised to the pair's minimum
+    rows = variance.compare(gaussian, P.gauss_f, P.gauss_dist, P.GAUSS_PARAMS, P.key(31),
+                            num_replicas=256, truth=P.GAUSS_GRAD, time_repeats=0)
+    by_name = {r.name: r for r in rows}
+    assert by_name["pathwise + delta2"].variance < 1e-8 < by_name["pathwise"].variance
+    assert [r.evals for r in rows] == [1, 2, 2]
