@@ -37,7 +37,7 @@ class EvalContext(NamedTuple):
       step: the training step being evaluated.
       workdir: the run's directory (evaluations write plots under `workdir/plots`).
       eval_batches: `() -> iterator` of global device batches over the whole eval split,
-        each with a float `mask` (1 for real examples, 0 for padding).
+        each with a float `example_mask` (1 for real examples, 0 for padding).
       train_source: random-access host source of the training split.
       eval_source: random-access host source of the eval split.
       is_main: whether this process writes files (process 0).

@@ -21,12 +21,35 @@ digits' grey levels and 2-D points alike.
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssl_gen.evals import images
 from ssl_gen.evals.context import model_variables
 from ssl_gen.models import protocols
+
+
+def _examples(source, n: int, field: str) -> np.ndarray:
+    return np.stack([np.asarray(source[i][field], np.float32)
+                     for i in range(min(n, len(source)))])
+
+
+def _write_grid(ctx, real: np.ndarray, fake: np.ndarray, lo: float, hi: float,
+                rows: int = 2) -> None:
+    """Data rows above sample rows, scaled to [0, 1], as PNG and TensorBoard image."""
+    n = min(len(real), rows * images.COLS)
+    unit = lambda a: np.clip((a[:n] - lo) / (hi - lo), 0.0, 1.0)
+    run = images.run_name(ctx.workdir)
+    png = images.figure([("data", unit(real)), ("samples", unit(fake))],
+                        f"samples: {run}, step {ctx.step}")
+    plots = os.path.join(ctx.workdir, "plots")
+    images.save_png(png, os.path.join(plots, f"samples_step{ctx.step}.png"))
+    images.save_png(png, os.path.join(plots, "samples_latest.png"))
+    images.write_tensorboard(os.path.join(ctx.workdir, "tensorboard", "images"), ctx.step,
+                             {"samples": png})
 
 
 def _vectors(source, n: int, field: str) -> np.ndarray:
@@ -53,8 +76,8 @@ def mmd2_unbiased(x: jax.Array, y: jax.Array, bandwidth: jax.Array) -> jax.Array
     return off(kxx, m) + off(kyy, n) - 2 * jnp.mean(kxy)
 
 
-def evaluate(state, ctx, *, num: int = 500, field: str = "image",
-             prefix: str = "") -> dict[str, float]:
+def evaluate(state, ctx, *, num: int = 500, field: str = "image", prefix: str = "",
+             grid: bool = True) -> dict[str, float]:
     """MMD² of model samples to the eval split, with the train-split floor and a noise
     baseline (see the module docstring).
 
@@ -63,6 +86,8 @@ def evaluate(state, ctx, *, num: int = 500, field: str = "image",
       num: samples per side (capped by the splits' sizes).
       field: the batch field holding the data.
       prefix: prepended to metric names.
+      grid: for image data (H, W, C), also write a figure of data rows above sample rows
+        (`plots/samples_step<N>.png`, TensorBoard `images/samples`).
     """
     if num < 2:
         raise ValueError(f"two_sample: num must be >= 2, got {num!r}")
@@ -77,7 +102,10 @@ def evaluate(state, ctx, *, num: int = 500, field: str = "image",
         raise TypeError(f"two_sample: {type(model).__name__} has no sample(key, n) "
                         "(the Sampler protocol, ssl_gen.models.protocols)")
     fake = model.apply(variables, k_sample, len(real), method=model.sample)
-    fake = np.asarray(jax.device_get(fake), np.float32).reshape(len(real), -1)
+    fake = np.asarray(jax.device_get(fake), np.float32)
+    if grid and ctx.is_main and fake.ndim == 4 and ctx.workdir:
+        _write_grid(ctx, _examples(ctx.eval_source, len(real), field), fake, lo, hi)
+    fake = fake.reshape(len(real), -1)
     noise = np.asarray(jax.random.uniform(k_noise, real.shape, minval=lo, maxval=hi))
     h = median_bandwidth(real * scale)
     mmd = lambda a: float(mmd2_unbiased(jnp.asarray(a * scale), jnp.asarray(real * scale), h))

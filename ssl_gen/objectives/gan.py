@@ -65,8 +65,8 @@ def discriminator_loss(params, batch, rng, *, model, loss: str = "non_saturating
     else:
         per = jax.nn.softplus(-d_real) + jax.nn.softplus(d_fake)
     aux = {"d_real": masked_mean(d_real, mask), "d_fake": masked_mean(d_fake, mask),
-           "accuracy": masked_mean(0.5 * ((d_real > 0) + (d_fake < 0)).astype(jnp.float32),
-                                   mask)}
+           "accuracy": masked_mean(0.5 * ((d_real > 0).astype(jnp.float32)
+                                          + (d_fake < 0).astype(jnp.float32)), mask)}
     total = masked_mean(per, mask)
     if r1_weight:
         x_float = jnp.asarray(x, jnp.float32)

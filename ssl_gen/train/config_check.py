@@ -42,6 +42,10 @@ TOP_LEVEL = {
     "progress_bar": (False, lambda v: isinstance(v, bool), "True or False"),
     # batches built ahead on a host thread (0: none)
     "prefetch": (False, _NONNEG, _INT0),
+    # per-part settings of a multi-part objective (ssl_gen.train.objective)
+    "parts": (False, None, ""),
+    # start from another run's checkpoint or a weight file (ssl_gen.train.init)
+    "init_from": (False, None, ""),
 }
 EVAL_KEYS = {"module", "every_steps", "kwargs", "final_kwargs"}
 
@@ -108,13 +112,17 @@ def validate(config) -> None:
     cls = model_class(config)
     fields = [f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name")]
     _unknown(list(config.model.get("kwargs", {})), fields, "config.model.kwargs")
-    _unknown(list(config.model), ["name", "kwargs"], "config.model")
+    _unknown(list(config.model), ["name", "kwargs", "input_key"], "config.model")
+    key = config.model.get("input_key", "image")
+    if not (isinstance(key, str) and key):
+        raise ConfigError(f"config.model.input_key={key!r} must be the name of the batch field "
+                          "the model reads (e.g. 'image', 'x', 'tokens')")
 
-    loss = import_symbol("ssl_gen.objectives", config.objective.get("name"), "loss_fn",
-                   "config.objective.name")
-    _unknown(list(config.objective), ["name", "kwargs"], "config.objective")
-    _check_kwargs(loss, config.objective.get("kwargs", {}), "config.objective.kwargs",
-                  skip=("params", "batch", "rng", "model", "step", "estimator_state"))
+    from ssl_gen.train import init as init_lib  # lazy: both import ConfigError from here
+    from ssl_gen.train import objective as objective_lib
+
+    objective_lib.check_config(config)
+    init_lib.check(config.get("init_from"), model_name=config.model.get("name"))
 
     for name, ev in (config.get("evals") or {}).items():
         _unknown(list(ev), sorted(EVAL_KEYS), f"config.evals.{name}")
@@ -122,7 +130,7 @@ def validate(config) -> None:
                      f"config.evals.{name}.module")
         for kw in ("kwargs", "final_kwargs"):
             _check_kwargs(fn, ev.get(kw) or {}, f"config.evals.{name}.{kw}",
-                          skip=("params", "ctx"))
+                          skip=("params", "state", "ctx"))
         every = ev.get("every_steps", 0)
         if not _NONNEG(every):
             raise ConfigError(f"config.evals.{name}.every_steps={every!r} must be an int >= 0")

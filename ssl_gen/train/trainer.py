@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import functools
 import json
 import logging
 import os
@@ -82,22 +81,14 @@ def build(config, workdir: str) -> Build:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     ds = config.dataset
-    for split in (ds.get("train_split", "train"), ds.get("eval_split", "test")):
-        data.check_dataset(ds.name, split, ds.get("data_dir"))
-    train_source = data.get_source(ds.name, ds.get("train_split", "train"), ds.get("data_dir"))
-    eval_source = data.get_source(ds.name, ds.get("eval_split", "test"), ds.get("data_dir"))
-    binarization = dict(dynamic_binarization=ds.get("dynamic_binarization", False),
-                        grey_max=ds.get("grey_max") or 16)  # validated: None or >= 1
-    pipeline = data.InputPipeline(
-        train_source, global_batch_size=config.batch_size, seed=config.seed, **binarization)
-    example = next(iter(data.InputPipeline(
-        train_source, global_batch_size=config.batch_size, seed=config.seed, **binarization)))
-    if ds.get("binarize_eval"):
-        # Evaluations read one fixed binarization (seed 0: eval split, 1: training split);
-        # `pipeline` keeps reading the grey levels (dynamic binarization).
-        fixed = functools.partial(data.BinarizedSource, mode=ds.binarize_eval,
-                                  grey_max=binarization["grey_max"])
-        train_source, eval_source = fixed(train_source, seed=1), fixed(eval_source, seed=0)
+    try:  # the splits, the training pipeline and the sources evaluations read (ssl_gen.data)
+        inputs = data.build_inputs(ds, batch_size=config.batch_size, seed=config.seed)
+    except data.DatasetNotFoundError:
+        raise
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    pipeline, example = inputs.pipeline, inputs.example
+    train_source, eval_source = inputs.train_source, inputs.eval_source
 
     model = config_check.model_class(config)(**config.model.get("kwargs", {}))
     input_key = config.model.get("input_key", "image")

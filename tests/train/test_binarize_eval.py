@@ -30,7 +30,7 @@ def test_threshold_eval_on_digits_trains_and_evaluates(data_dir, tmp_path):
     binarized = {split: data.get_source("digits_binarized", split, data_dir).arrays["image"]
                  for split in ("train", "test")}
     for split, key in (("train", "train_source"), ("test", "eval_source")):
-        assert isinstance(getattr(b, key), data.BinarizedSource)
+        assert isinstance(getattr(b, key), data.PreprocessedSource)
         np.testing.assert_array_equal(getattr(b, key).arrays["image"], binarized[split])
     np.testing.assert_array_equal(gradient_variance.fixed_batch(b.train_source, 8)["image"],
                                   binarized["train"][:8])
