@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from tqdm.auto import tqdm
 
 from ssl_gen import estimators as est
-from ssl_gen.evals.context import EvalContext
+from ssl_gen.evals.context import EvalContext, model_variables
 
 
 def latent_distributions(model, params, x):
@@ -63,15 +63,17 @@ def iwae_bound(params, x, key, *, model, num_samples: int, chunk_size: int):
     return total - math.log(num_samples)
 
 
-def evaluate(params, ctx: EvalContext, *, num_samples: int = 5000, chunk_size: int = 500,
+def evaluate(state, ctx: EvalContext, *, num_samples: int = 5000, chunk_size: int = 500,
              prefix: str = "") -> dict[str, float]:
     """Test NLL = -mean L_k over the eval split, and the 1-sample ELBO, in nats per example.
 
     Args:
-      params: model variables. ctx: the trainer's `EvalContext`.
+      state: the train state (its model variables are evaluated). ctx: the trainer's
+        `EvalContext`.
       num_samples: k (5000 is the standard reported figure). chunk_size: memory knob.
       prefix: prepended to metric names (e.g. "final_").
     """
+    params = model_variables(state)
     chunk_size = min(chunk_size, num_samples)
     total_bound = total_elbo = count = 0.0
     batches = list(ctx.eval_batches())

@@ -20,10 +20,11 @@ they train; the evaluations (`ssl_gen.evals.iwae`) always score exact codes.
 
 How the objective sees the training step and estimator state (the trainer's protocol, see
 `ssl_gen.train.step`): the train step passes `step=` to an objective that declares it
-(here it drives `temperature_schedule`), and `estimator_state=` when the train state holds
-one; an objective module with `init_estimator_state(model=..., **kwargs)` gives the initial
-state (None when stateless), and `loss_fn` returns the new state as `aux["estimator_state"]`
-(the train step stores it in `state["estimator_state"]` and does not log it).
+(here it drives `temperature_schedule`) and `extra=` (the objective's own state): a stateful
+estimator's state lives in `state["extra"]["estimator_state"]`, made by `init_extra` (from
+`init_estimator_state`, None when stateless), and `loss_fn` returns the new one in
+`aux["extra"]` (stored, not logged). Called directly, `loss_fn` takes `estimator_state=`
+and returns `aux["estimator_state"]` instead.
 
 Fair comparisons use equal budgets of decoder evaluations: `aux["fevals"]` is the number of
 evaluations of f = log p(x|.) per example per step (backward passes not counted):
@@ -208,6 +209,13 @@ def init_estimator_state(*, model, estimator: Any = DEFAULT_ESTIMATOR,
     return e.init() if e.stateful else None
 
 
+def init_extra(params, *, model, **kwargs) -> dict[str, Any]:
+    """The train state's `extra`: `{"estimator_state": ...}` for a stateful estimator."""
+    del params
+    state = init_estimator_state(model=model, **kwargs)
+    return {} if state is None else {"estimator_state": state}
+
+
 def loss_fn(
     params: Any,
     batch: dict[str, jax.Array],
@@ -221,6 +229,7 @@ def loss_fn(
     kl_warmup_steps: int = 0,
     step: jax.Array | None = None,
     estimator_state: Any = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> tuple[jax.Array, dict[str, Any]]:
     """Negative ELBO of a discrete-latent VAE.
 
@@ -239,7 +248,9 @@ def loss_fn(
         many steps (`kl_weight_at`); 0 (the default) trains the ELBO from the start.
       step: the training step (the train step passes it); drives the temperature schedule
         and the KL warm-up.
-      estimator_state: a stateful estimator's state (the train step passes it).
+      estimator_state: a stateful estimator's state (for a direct call).
+      extra: the train state's `extra` (the train step passes it): its `estimator_state`
+        is used, and the new one returned as `aux["extra"]`.
 
     Returns:
       (loss, aux): loss = -mean(recon - beta_t KL); aux = {elbo, recon, kl, fevals[,
@@ -248,6 +259,10 @@ def loss_fn(
       multi-sample estimators of `MULTI_SAMPLE` it is the K-sample bound they train).
     """
     kl_weight = kl_weight_at(beta, kl_warmup_steps, step)
+    if extra is not None:
+        if estimator_state is not None:
+            raise ValueError("discrete_elbo: pass estimator_state or extra, not both")
+        estimator_state = extra.get("estimator_state")
     if multi_sample_name(estimator):
         if estimator_state is not None:
             raise ValueError(f"discrete_elbo: estimator {estimator!r} is stateless: "
@@ -296,7 +311,9 @@ def loss_fn(
         aux["temperature"] = jnp.asarray(tau, jnp.float32)
     if kl_warmup_steps:
         aux["kl_weight"] = jnp.asarray(kl_weight, jnp.float32)
-    if new_state is not None:
+    if new_state is not None and extra is not None:
+        aux["extra"] = {**extra, "estimator_state": new_state}
+    elif new_state is not None:
         aux["estimator_state"] = new_state
     return -masked_mean(recon - kl_weight * kl, mask), aux
 
