@@ -245,7 +245,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(tiny_config, tmp_path,
         step, state, data_state = ckpt.restore_latest(abstract)
     ckpt.close()
     assert step == 6 and int(state["step"]) == 6
-    assert data_state == {"epoch": 0, "batch_in_epoch": 6}
+    assert data_state == {"next_batch": 6}
     assert any("checkpoint step 9" in r.getMessage() and "does not restore" in r.getMessage()
                for r in caplog.records if r.levelno == logging.WARNING), caplog.text
     assert _step_dirs(workdir) == [3, 6]
