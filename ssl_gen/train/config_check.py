@@ -46,6 +46,9 @@ TOP_LEVEL = {
     "parts": (False, None, ""),
     # start from another run's checkpoint or a weight file (ssl_gen.train.init)
     "init_from": (False, None, ""),
+    # the train state's layout over the devices (ssl_gen.train.sharding)
+    "sharding": (False, lambda v: v in ("replicated", "fsdp"), "'replicated' or 'fsdp'"),
+    "fsdp_min_size": (False, _POSITIVE, _INT1),
 }
 EVAL_KEYS = {"module", "every_steps", "kwargs", "final_kwargs"}
 

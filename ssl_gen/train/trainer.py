@@ -128,9 +128,12 @@ def build(config, workdir: str) -> Build:
             f"model/objective do not fit dataset {ds.name!r}: {_first_line(e)}") from None
 
     repl = sharding.replicated(mesh)
-    state_sharding = jax.tree.map(lambda _: repl, abstract_state)
+    state_sharding = sharding.state_shardings(
+        abstract_state, mesh, config.get("sharding", "replicated"),
+        config.get("fsdp_min_size", sharding.FSDP_MIN_SIZE))
     abstract_state = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl), abstract_state)
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state,
+        state_sharding)
     return Build(
         mesh=mesh, repl=repl, batch_sharding=sharding.batch_sharded(mesh),
         state_sharding=state_sharding, train_source=train_source, eval_source=eval_source,

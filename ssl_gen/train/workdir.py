@@ -8,7 +8,8 @@ through a recorded change), `checkpoints/`, `metrics.jsonl`, `final_metrics.json
   one, as `{dotted.key: (old, new)}`. The trainer refuses to resume under a difference that
   changes training (`require_same`) unless the user asks for it explicitly; the settings in
   `HARMLESS` (how often to log or save, the progress bar, where the data lives, the device
-  count) may change freely. Every accepted change is appended to `config_history.jsonl`.
+  count, the state's sharding, the loader's workers) may change freely. Every accepted
+  change is appended to `config_history.jsonl`.
 - `finished(workdir)`: the final metrics of a finished run, so a rerun of the same command
   repeats nothing.
 """
@@ -28,7 +29,8 @@ FINAL_FILE = "final_metrics.json"
 # Settings that do not change what is trained: a resumed run may take new values silently
 # (still recorded in config_history.jsonl). Prefixes of dotted keys.
 HARMLESS = ("progress_bar", "prefetch", "log_every_steps", "checkpoint_every_steps",
-            "keep_checkpoints", "num_devices", "dataset.data_dir")
+            "keep_checkpoints", "num_devices", "dataset.data_dir", "sharding",
+            "fsdp_min_size", "dataset.num_workers")
 
 
 def prepare(workdir: str) -> None:
