@@ -50,7 +50,10 @@ TOP_LEVEL = {
     "sharding": (False, lambda v: v in ("replicated", "fsdp"), "'replicated' or 'fsdp'"),
     "fsdp_min_size": (False, _POSITIVE, _INT1),
 }
-EVAL_KEYS = {"module", "every_steps", "kwargs", "final_kwargs"}
+# weights: None (the trained parameters) or the '/'-path of a copy in the state whose
+# structure is the parameters' (e.g. "extra/ema": an EMA or momentum copy); the trainer
+# passes the eval a state whose "params" are those (`trainer.state_view`).
+EVAL_KEYS = {"module", "every_steps", "kwargs", "final_kwargs", "weights"}
 
 
 def _unknown(keys, known, where: str) -> None:

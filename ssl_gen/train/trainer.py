@@ -127,6 +127,12 @@ def build(config, workdir: str) -> Build:
         raise ConfigError(
             f"model/objective do not fit dataset {ds.name!r}: {_first_line(e)}") from None
 
+    for name, ev in (config.get("evals") or {}).items():  # eval weights exist, by shape
+        try:
+            state_view(abstract_state, ev.get("weights"))
+        except ValueError as e:
+            raise ConfigError(str(e).replace("evals.*.", f"evals.{name}.")) from None
+
     repl = sharding.replicated(mesh)
     state_sharding = sharding.state_shardings(
         abstract_state, mesh, config.get("sharding", "replicated"),
@@ -193,7 +199,7 @@ def _evaluate(config, b, state, step: int, workdir: str, writer, final: bool,
             progress_bar=bool(config.get("progress_bar", True)),
             eval_batches=lambda: _eval_batches(config, b), should_stop=_stop_requested)
         ctx.check_stop()
-        result = fn(state, ctx, **kwargs)
+        result = fn(state_view(state, ev.get("weights")), ctx, **kwargs)
         out.update(result)
         if final and _same_at_end(ev, step):
             periodic.update(result)
@@ -202,6 +208,25 @@ def _evaluate(config, b, state, step: int, workdir: str, writer, final: bool,
     if out:
         writer.write(step, out, split="final" if final else "eval")
     return out
+
+
+def state_view(state: dict, weights: str | None) -> dict:
+    """`state` with its "params" replaced by the copy at `weights` ('/'-path into the state,
+    e.g. "extra/ema"), so an evaluation scores EMA or momentum weights; `state` itself when
+    None. ValueError (one line) when the path is missing or not shaped like the params."""
+    if not weights:
+        return state
+    node = state
+    for key in weights.split("/"):
+        if not (isinstance(node, dict) and key in node):
+            keys = sorted(node) if isinstance(node, dict) else "-"
+            raise ValueError(f"config.evals.*.weights={weights!r}: the train state has no "
+                             f"{key!r} there (its keys: {keys})")
+        node = node[key]
+    if jax.tree.structure(node) != jax.tree.structure(state["params"]):
+        raise ValueError(f"config.evals.*.weights={weights!r} is not shaped like the parameters "
+                         "(it must be a copy of state['params'], e.g. an EMA)")
+    return {**state, "params": node}
 
 
 def _due_at(config, step: int, last: int) -> bool:

@@ -264,3 +264,22 @@ def test_a_momentum_copy_starts_equal_and_follows_the_ema():
     assert not np.allclose(jax.tree.leaves(state["extra"]["target"])[0],
                            jax.tree.leaves(state["params"])[0])
     assert step.num_traces == 1
+
+
+def test_an_eval_can_score_the_momentum_copy(tiny_config, tmp_path):
+    """config.evals.<name>.weights="extra/<copy>" hands the eval a state whose params are the
+    copy; a path that is missing (or not shaped like the params) is one line at build."""
+    from ssl_gen.train import trainer
+    from ssl_gen.train.config_check import ConfigError
+
+    params = {"params": {"w": np.zeros(2)}}
+    state = {"params": params, "extra": {"ema": {"params": {"w": np.ones(2)}}, "n": 1}}
+    view = trainer.state_view(state, "extra/ema")
+    assert view["params"] is state["extra"]["ema"] and view["extra"] is state["extra"]
+    assert trainer.state_view(state, None) is state
+    with pytest.raises(ValueError, match="not shaped like the parameters"):
+        trainer.state_view(state, "extra/n")
+    tiny_config.evals.iwae.weights = "extra/teacher"
+    with pytest.raises(ConfigError, match=r"config.evals.iwae.weights='extra/teacher': the "
+                                          r"train state has no 'teacher'"):
+        trainer.build(tiny_config, str(tmp_path))
