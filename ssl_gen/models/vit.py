@@ -51,9 +51,10 @@ convert); `patch_dropout` keeps a random int(N (1 - p)) of the patch tokens in t
 (FLIP, Li et al. 2023).
 
 Entry points: `__call__(x, *, train=False) -> (logits, aux)` (features when num_classes=0;
-aux: "tokens" the final-normed sequence, "patch_tokens" without the class token,
-"pre_logits" the pooled features); `features(x) -> (B, D)` (the `FeatureExtractor`
-protocol); `embed(x) -> (B, h*w, D)` patch tokens with their position embeddings;
+aux: "tokens" the final-normed sequence, "patch_tokens" without the class token (with
+patch dropout in training: the kept ones, in noise order), "pre_logits" the pooled
+features); `features(x) -> (B, D)` (the `FeatureExtractor` protocol); `embed(x) ->
+(B, h*w, D)` patch tokens with their position embeddings;
 `encode_tokens(tokens, *, train=False)` the class token, blocks and final norm on any
 subset of embedded tokens (MAE's encoder); `tokens(x, *, merge=1)` patch tokens for
 downstream use, `merge=2` pixel-shuffling 2x2 neighbours into one (`pixel_shuffle_merge`).

@@ -245,6 +245,9 @@ def test_scan_is_the_unrolled_model_with_stacked_parameters(tiny):
     (got, _), traces = _traced_once(scanned.apply, {"params": stacked}, X)
     assert traces == 1
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    with_remat = vit.Model(**TINY, scan=True, remat="nothing_saveable")  # remat inside scan
+    got, _ = jax.jit(with_remat.apply)({"params": stacked}, X)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     # In training the per-block drop-path rates are a scanned input.
     train = jax.jit(lambda p, k: scanned.apply(p, X, train=True, rngs={"dropout": k})[0])
     a, b = train({"params": stacked}, jax.random.key(0)), train({"params": stacked},
