@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ssl_gen.evals.context import model_variables
+from ssl_gen.models import protocols
 
 MIN_PIXELS = 48  # the smallest side an image is drawn at (8x8 digits: 6x nearest neighbour)
 COLS = 8  # images per row
@@ -142,11 +143,11 @@ def write_tensorboard(logdir: str, step: int, figures: dict[str, np.ndarray]) ->
 @functools.partial(jax.jit, static_argnames=("model",))
 def _recon_and_samples(params, x, key, *, model):
     """Decoded posterior codes of x, and decoded prior samples: both (N, H, W, C) in [0, 1]."""
-    if hasattr(model, "posterior_mode"):  # a latent without a mean in its own space
+    if isinstance(model, protocols.PosteriorMode):  # a latent without a mean in its space
         code = model.apply(params, x, method=model.posterior_mode)
     else:
         code, _ = model.apply(params, x, method=model.encode)  # the posterior mean
-    if hasattr(model, "sample_prior"):
+    if isinstance(model, protocols.PriorSampler):
         z = model.apply(params, key, x.shape[0], method=model.sample_prior)
     else:
         z = jax.random.normal(key, (x.shape[0], model.latent_size))
@@ -175,6 +176,10 @@ def evaluate(state, ctx, *, num: int = 32, levels: int | None = None,
     """
     params = model_variables(state)
     model = ctx.model
+    if not isinstance(model, protocols.ImageModel):
+        raise TypeError(f"images: {type(model).__name__} is not an ImageModel (encode, "
+                        "decode_mean, ...: ssl_gen.models.protocols); for samples of a "
+                        "generator use the two_sample eval")
     # The first `num` eval examples, read on every host from its own copy of the eval split
     # (identical everywhere), so the jitted call below sees the same inputs on every process.
     x = np.stack([ctx.eval_source[i]["image"] for i in range(min(num, len(ctx.eval_source)))])

@@ -23,11 +23,15 @@ from tqdm.auto import tqdm
 
 from ssl_gen import estimators as est
 from ssl_gen.evals.context import EvalContext, model_variables
+from ssl_gen.models import protocols
 
 
 def latent_distributions(model, params, x):
     """(q(z|x), p(z)) as `ssl_gen.estimators` distributions with batch shape (B, ...)."""
-    latent = getattr(model, "latent_type", "gaussian")
+    if not isinstance(model, protocols.LatentModel):
+        raise TypeError(f"iwae: {type(model).__name__} is not a LatentModel (encode, "
+                        "log_likelihood: ssl_gen.models.protocols)")
+    latent = model.latent_type if isinstance(model, protocols.DiscreteLatents) else "gaussian"
     if latent in ("categorical", "bernoulli"):
         logits = model.apply(params, x, method=model.encode)  # (B, N, C) or (B, N)
         family = est.Categorical if latent == "categorical" else est.Bernoulli
