@@ -42,9 +42,11 @@ Two ways of applying one. A fixed coefficient with h a function of z alone (cons
 moving_average, delta) evaluates the estimator once on f - beta h ("integrand" form): any
 estimator, stateful ones included, any K, higher derivatives kept where the estimator keeps
 them. A per-sample coefficient (leave_one_out) or an estimated one needs one estimate per
-sample: the estimator runs with one sample on each of K keys (vmapped; the same key for f
-and h, so g_k(f) and g_k(h) see the same draw), which needs a stateless estimator with
-`min_samples == 1`. With the estimated coefficient, per parameter coordinate i,
+sample: from the estimator's `per_sample` (its K surrogates from the draws of `estimate`:
+score function, pathwise, measure-valued), else by running it with one sample on each of K
+keys (vmapped; the same key for f and h, so g_k(f) and g_k(h) see the same draw). Either
+needs a stateless estimator (and `min_samples == 1` without `per_sample`). With the
+estimated coefficient, per parameter coordinate i,
 
     g_k = grad S_k(f),  c_k = grad [S_k(h) - E[h]]   (E c_k = 0; S_k the estimator's surrogate)
     "estimated":      beta_i = sum_k (g_ki - g_i bar)(c_ki - c_i bar) / sum_k (c_ki - c_i bar)^2,
@@ -368,6 +370,27 @@ def _field_betas(coefficient, g, c):
     return jnp.mean(g - beta * c, 0)
 
 
+def _per_sample_surrogates(estimator, key, num_samples):
+    """(fn, dist) -> the K per-sample surrogates (K, *out): the estimator's own `per_sample`
+    (the draws of `estimate`), or one single-sample estimate per split key (vmapped; the
+    same key for every fn, so f and h see the same draws)."""
+    if estimator.per_sample is not None:
+        return lambda fn, dist: estimator.per_sample(fn, dist, key, num_samples)
+    keys = jax.random.split(key, num_samples)
+    return lambda fn, dist: jax.vmap(lambda k: estimator.estimate(fn, dist, k, 1))(keys)
+
+
+def _per_sample_gradients(surrogates, fixed):
+    """(values (K, *out), gradients): row k of the gradients is that of sample k's
+    surrogate summed over f's outputs (each output reads its own coordinates), a
+    distribution of (K, *field) arrays; K backward passes in one batch."""
+    values, vjp = jax.vjp(surrogates, fixed)
+    k = values.shape[0]
+    eye = jnp.eye(k, dtype=values.dtype).reshape((k, k) + (1,) * (values.ndim - 1))
+    cotangents = jnp.broadcast_to(eye, (k,) + values.shape)  # one-hot over the samples
+    return values, jax.vmap(lambda ct: vjp(ct)[0])(cotangents)
+
+
 def _per_sample_estimate(estimator, cv, coefficient, name, min_samples):
     """One single-sample estimate per key; a per-sample or an estimated coefficient."""
 
@@ -376,24 +399,17 @@ def _per_sample_estimate(estimator, cv, coefficient, name, min_samples):
             raise ValueError(f"{name} needs num_samples >= {min_samples}, got {num_samples}")
         cv_state = state if cv.stateful else EmptyState()
         h, mean = cv.bind(f, dist, cv_state, _out_struct(f, dist, key))
-        keys = jax.random.split(key, num_samples)
         sg = jax.lax.stop_gradient
+        per_sample = _per_sample_surrogates(estimator, key, num_samples)
         if not isinstance(coefficient, str):
-            both = lambda k: (estimator.estimate(f, dist, k, 1), estimator.estimate(h, dist, k, 1))
-            s_f, s_h = jax.vmap(both)(keys)  # (K, *out) each, differentiable in dist
+            s_f, s_h = per_sample(f, dist), per_sample(h, dist)  # (K, *out), differentiable
             b = coefficient * (1.0 if cv.scale is None else sg(cv.scale(sg(s_f))))
             surrogate = jnp.mean(s_f - b * (s_h - mean(dist)), axis=0)
         else:
             full = dist.broadcast()
             fixed = sg(full)
-
-            def one(k):
-                surrogate_f = lambda d: (jnp.sum(s := estimator.estimate(f, d, k, 1)), s)
-                (_, s_f), g = jax.value_and_grad(surrogate_f, has_aux=True)(fixed)
-                control = lambda d: jnp.sum(estimator.estimate(h, d, k, 1) - mean(d))
-                return s_f, g, jax.grad(control)(fixed)
-
-            s_f, g, c = jax.vmap(one)(keys)  # (K, *out); dists of (K, *field) gradients
+            s_f, g = _per_sample_gradients(lambda d: per_sample(f, d), fixed)
+            _, c = _per_sample_gradients(lambda d: per_sample(h, d) - mean(d), fixed)
             if cv.scale is not None:
                 b = sg(cv.scale(sg(s_f)))
                 c = jax.tree.map(lambda x: x * expand_trailing(b, x.ndim), c)
@@ -474,14 +490,18 @@ def with_control_variate(
                          min_samples=max(estimator.min_samples, cv.min_samples),
                          init=init, cost=cost)
 
-    if estimator.stateful or estimator.min_samples > 1:
+    if estimator.stateful or (estimator.per_sample is None and estimator.min_samples > 1):
         raise ValueError(
             f"with_control_variate: {name} needs one estimate per sample (a per-sample or an "
             f"estimated coefficient), so a stateless estimator with min_samples 1; "
             f"{estimator.name!r} is not one")
     minimum = max(cv.min_samples, {"estimated": 3, "estimated_loo": 2}.get(coefficient, 1))
-    cost = None if cost_of is None else (
-        lambda k, e, c: k * cost_of(1, e, c) + cv.cost(k, e, c))
+    if cost_of is None:
+        cost = None
+    elif estimator.per_sample is not None:
+        cost = lambda k, e, c: cost_of(k, e, c) + cv.cost(k, e, c)
+    else:
+        cost = lambda k, e, c: k * cost_of(1, e, c) + cv.cost(k, e, c)
     estimate = _per_sample_estimate(estimator, cv, coefficient, name, minimum)
     if not cv.stateful:
         estimate = (lambda inner: lambda f, d, key, k: inner(f, d, key, k)[0])(estimate)

@@ -80,6 +80,10 @@ class Estimator(NamedTuple):
         `(surrogate, new_state)`.
       cost: `(num_samples, event_size, num_classes) -> int`, the forward f-evaluations of
         one estimate (module docstring); None when unknown (a hand-made estimator).
+      per_sample: None, or `(f, dist, key, num_samples) -> (K, *out)`: the K per-sample
+        surrogates whose mean over the first axis is `estimate`'s, from the same draws.
+        Control variates with a per-sample coefficient use it (one batched call of f on
+        `estimate`'s own samples); without it they run K single-sample estimates.
     """
 
     name: str
@@ -88,6 +92,7 @@ class Estimator(NamedTuple):
     min_samples: int = 1
     init: Callable[[], Any] = empty_init
     cost: CostFn | None = None
+    per_sample: EstimateFn | None = None
 
     @property
     def stateful(self) -> bool:

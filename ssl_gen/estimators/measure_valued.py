@@ -113,7 +113,7 @@ def measure_valued(coupled: bool = True) -> Estimator:
     """
     coupled = bool(coupled)
 
-    def estimate(f, dist, key, num_samples):
+    def per_sample(f, dist, key, num_samples):
         if not isinstance(dist, Normal):
             raise ValueError(
                 f"measure_valued needs a Normal distribution, got {type(dist).__name__}"
@@ -141,12 +141,16 @@ def measure_valued(coupled: bool = True) -> Estimator:
         # same W when coupled), mu + sigma M, mu + sigma M U (the scale's pair; M U ~ N(0, 1)).
         sides = loc + scale * jnp.stack([rayleigh, negative_w, maxwell, negative_normal])
         f_sides = jax.lax.stop_gradient(_replaced(f, z, sides, out_ndim))  # (4, K, *batch)
-        d_loc, d_scale = jnp.mean(f_sides[0::2] - f_sides[1::2], axis=1)  # (*batch) each
+        d_loc, d_scale = f_sides[0::2] - f_sides[1::2]  # (K, *batch) each
         g_loc = d_loc * _INV_SQRT_2PI / scale
         g_scale = d_scale / scale
         linear = g_loc * (full.loc - loc) + g_scale * (full.scale - scale)  # value 0
-        return jnp.mean(fs, axis=0) + sum_event_axes(linear, out_ndim)
+        return fs + sum_event_axes(linear, out_ndim + 1)  # (K, *out)
+
+    def estimate(f, dist, key, num_samples):
+        return jnp.mean(per_sample(f, dist, key, num_samples), axis=0)
 
     name = "measure_valued" if coupled else "measure_valued[uncoupled]"
     cost = lambda num_samples, event_size, num_classes: num_samples * (4 * event_size + 1)
-    return Estimator(name=name, estimate=estimate, unbiased=True, cost=cost)
+    return Estimator(name=name, estimate=estimate, unbiased=True, cost=cost,
+                     per_sample=per_sample)

@@ -13,19 +13,26 @@ families such as `Normal`); asking for it on a distribution without one is an er
 
 from __future__ import annotations
 
-from ssl_gen.estimators.core import Estimator, mean_over_samples, per_sample_cost
+import jax
+import jax.numpy as jnp
+
+from ssl_gen.estimators.core import Estimator, per_sample_cost
 
 
-def _estimate(f, dist, key, num_samples):
+def _per_sample(f, dist, key, num_samples):
     if not getattr(dist, "has_rsample", False):
         raise ValueError(
             f"pathwise needs a reparameterizable distribution; {type(dist).__name__} has none "
             "(use score_function, or a relaxation such as gumbel_softmax for discrete latents)"
         )
-    zs = dist.rsample(key, (num_samples,))
-    return mean_over_samples(f, zs)
+    return jax.vmap(f)(dist.rsample(key, (num_samples,)))  # (K, *out)
+
+
+def _estimate(f, dist, key, num_samples):
+    return jnp.mean(_per_sample(f, dist, key, num_samples), axis=0)
 
 
 def pathwise() -> Estimator:
     """The reparameterization-trick estimator (unbiased; needs `dist.rsample`)."""
-    return Estimator(name="pathwise", estimate=_estimate, unbiased=True, cost=per_sample_cost(1))
+    return Estimator(name="pathwise", estimate=_estimate, unbiased=True, cost=per_sample_cost(1),
+                     per_sample=_per_sample)

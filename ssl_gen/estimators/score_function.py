@@ -41,19 +41,18 @@ from ssl_gen.estimators.core import Estimator, event_log_prob, magic_box, per_sa
 BASELINES = (None, "moving_average", "loo", "optimal", "delta")
 
 
-def _dice(fs: jax.Array, log_p: jax.Array, baseline: jax.Array) -> jax.Array:
-    """mean_k [f_k MB(log p_k) + b_k (1 - MB(log p_k))]: value mean f, DiCE gradients."""
-    box = magic_box(log_p)
-    return jnp.mean(fs * box + jax.lax.stop_gradient(baseline) * (1.0 - box), axis=0)
-
-
-def _estimate_plain(f, dist, key, num_samples):
+def _per_sample(f, dist, key, num_samples):
+    """f_k MB(log p(z_k)) for each of the K samples: (K, *out); the DiCE surrogates."""
     if not (hasattr(dist, "sample") and hasattr(dist, "log_prob")):
         raise ValueError(f"score_function needs a distribution with sample and log_prob; "
                          f"{type(dist).__name__} has not both")
     zs = jax.lax.stop_gradient(dist.sample(key, (num_samples,)))  # (K, *batch[, C])
     fs = jax.vmap(f)(zs)  # (K, *out)
-    return _dice(fs, event_log_prob(dist, zs, fs), jnp.zeros_like(fs))
+    return fs * magic_box(event_log_prob(dist, zs, fs))
+
+
+def _estimate_plain(f, dist, key, num_samples):
+    return jnp.mean(_per_sample(f, dist, key, num_samples), axis=0)
 
 
 def score_function(
@@ -100,7 +99,8 @@ def score_function(
         raise ValueError("score_function: decay applies only to baseline='moving_average'")
     if order is not None and baseline != "delta":
         raise ValueError("score_function: order applies only to baseline='delta'")
-    plain = Estimator(name="score_function", estimate=_estimate_plain, cost=per_sample_cost(1))
+    plain = Estimator(name="score_function", estimate=_estimate_plain, cost=per_sample_cost(1),
+                      per_sample=_per_sample)
     if baseline is None:
         return plain
     if baseline == "loo":
