@@ -1,0 +1,1 @@
+"""Runs that are not one training run: each `run(config, workdir)`."""
