@@ -14,8 +14,11 @@ it multiplies. Which combinations are biased:
 
 - an *estimated* coefficient computed from the same samples (`coefficient="estimated"`):
   beta_hat correlates with the samples it corrects, an O(1/K) bias (zero only in special
-  cases, e.g. jointly Gaussian estimates). `"estimated_loo"` computes sample k's
-  coefficient from the other K - 1 samples and stays unbiased;
+  cases, e.g. jointly Gaussian estimates; pathwise + delta1 on E[z^2] has mean
+  2 sigma (1 - 2/K) in sigma, and at K = 4 on E[sum cos z] with delta2 the bias was 0.28
+  against a noise floor of 0.005). `"estimated_loo"` computes sample k's coefficient from
+  the other K - 1 samples and stays unbiased, at the price of a noisier coefficient (it
+  can exceed the variance without a control variate at small K);
 - a control variate whose "expectation" is not exact (a truncated series, a learned h
   without its own correction term);
 - any combination with a biased estimator (straight-through, Gumbel-Softmax): the control

@@ -30,7 +30,9 @@ def make_estimator(spec: Any, *, also_known: Iterable[str] = ()) -> est.Estimato
     Args:
       spec: an `Estimator` (returned as is), a factory name (`"pathwise"`, one of
         `est.FACTORIES`), or a mapping `{"name": "gumbel_softmax", "temperature": 0.5}`
-        whose other keys are the factory's keyword arguments.
+        whose other keys are the factory's keyword arguments, except `control_variate`
+        (a name or mapping for `est.control_variates.named`) and `coefficient`, which wrap
+        it in `est.with_control_variate`.
       also_known: names the calling objective accepts and resolves before calling this
         (e.g. `discrete_elbo`'s "vimco"); only listed in the error for an unknown name.
 
@@ -40,19 +42,24 @@ def make_estimator(spec: Any, *, also_known: Iterable[str] = ()) -> est.Estimato
     """
     if isinstance(spec, est.Estimator):
         return spec
+    control, coefficient = None, 1.0
     if isinstance(spec, str):
         name, kwargs = spec, {}
     elif hasattr(spec, "get") and "name" in spec:
         kwargs = {k: v for k, v in dict(spec).items() if k != "name"}
         name = spec["name"]
+        control, coefficient = kwargs.pop("control_variate", None), kwargs.pop("coefficient", 1.0)
     else:
         raise ValueError(f"estimator must be a name or a dict with 'name', got {spec!r}")
     if not isinstance(name, str) or name not in est.FACTORIES:
         raise ValueError(unknown_estimator_message(name, also_known))
     try:
-        return getattr(est, name)(**kwargs)
+        estimator = getattr(est, name)(**kwargs)
     except TypeError as e:
         raise ValueError(f"estimator {name!r}: bad arguments {kwargs}: {e}") from None
+    if control is None:
+        return estimator
+    return est.with_control_variate(estimator, est.control_variates.named(control), coefficient)
 
 
 def function_evaluations(estimator: est.Estimator, latent_shape: tuple[int, ...],
