@@ -7,6 +7,10 @@ STAMP  := $(VENV)/.install-stamp
 WORKDIR ?= runs/dvae_comparison
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k vae"`.
 PYTEST_ARGS ?=
+# pytest-xdist workers, one per core of the 2-core CI machine (most tests are single-threaded
+# XLA compiles); whole modules stay on one worker (`loadscope`: a module's fixtures, e.g. the
+# CLI test's launches, run once). `make test PYTEST_WORKERS=0` runs in one process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: run test lint install clean
 
@@ -36,7 +40,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check ssl_gen experiments tests benchmarks
 	@# pytest exits 5 when it collected no tests: that is a failure, never a pass.
-	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo 'make test: pytest collected no tests' >&2; exit 1; fi; exit $$rc
 
 lint: $(STAMP)

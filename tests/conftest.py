@@ -33,3 +33,17 @@ if X64:
 def devices():
     assert len(jax.devices()) == 8, "conftest must run before jax initializes its backend"
     return jax.devices()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules with `slow` tests first, each module's tests in their order: under
+    pytest-xdist (`make test` runs 2 workers) the long modules (notebooks, CLI launches, the
+    x64 run) start at once, and the many short ones fill in around them instead of one long
+    module ending the run on one worker while the other idles."""
+    del config
+    modules = {}
+    for i, item in enumerate(items):
+        first, slow = modules.get(item.path, (i, False))
+        modules[item.path] = (first, slow or item.get_closest_marker("slow") is not None)
+    order = {path: (not slow, first) for path, (first, slow) in modules.items()}
+    items.sort(key=lambda item: order[item.path])  # stable: within a module, as collected

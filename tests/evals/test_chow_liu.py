@@ -27,6 +27,7 @@ def easy_run(tmp_path_factory):
     return config, workdir, run_chow_liu.run(config, str(workdir))
 
 
+@pytest.mark.slow  # the runlocal run of every estimator (~30 s)
 def test_runlocal_writes_the_report(easy_run):
     config, workdir, out = easy_run
     report = (workdir / "report.md").read_text()
@@ -55,6 +56,7 @@ def test_runlocal_writes_the_report(easy_run):
             assert row["bias"] < 5 * row["bias_floor"] + 1e-5, row
 
 
+@pytest.mark.slow  # the runlocal run of every estimator (~30 s)
 def test_easy_instance_exact_and_score_function_recover_chow_liu(easy_run):
     _, _, out = easy_run
     results = {r["estimator"]: r for r in out.rows["results"]}

@@ -44,6 +44,7 @@ def test_run_configs_are_trainer_configs(sweep_config):
         compare.run_config(sweep_config, "disarm", 0)  # Bernoulli only
 
 
+@pytest.mark.slow  # trains and compiles the tracked estimators
 def test_tiny_sweep_writes_the_report(sweep_config, tmp_path, capsys):
     report = compare.run(sweep_config, str(tmp_path))
     text = (tmp_path / "report.md").read_text()
@@ -120,6 +121,7 @@ def test_trajectory_table_needs_runs_that_measured_several_estimators():
     assert lines[2] == "| a | -3.00 | -1.00 |"
 
 
+@pytest.mark.slow  # trains and compiles the tracked estimators
 def test_track_every_measures_every_preset_with_its_cost(sweep_config, tmp_path):
     """The main job's table: every preset of the latent space measured on the trained run's
     trajectory, with its f evaluations per estimate (the objective's own count: 2 for the
