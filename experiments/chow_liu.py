@@ -3,7 +3,7 @@ r"""Learning a Chow-Liu tree through gradient estimators over spanning trees.
 Not a trainer config: `config.runner` names the runner that launches it (the trainer's
 config tests skip it; tests/evals/test_chow_liu.py runs its runlocal variant).
 
-  python -m ssl_gen.evals.run_chow_liu --config=experiments/chow_liu.py \
+  python -m ssl_gen.main --config=experiments/chow_liu.py \
       --workdir=runs/chow_liu
 
 A random spanning tree on `num_nodes` nodes (uniform, Pruefer), Gaussian samples Markov on
@@ -36,7 +36,7 @@ def _estimators(**specs):
 def get_config(arg=None):
     arg = parse_arg(arg, default=False, easy=False, runlocal=False)
     c = ml_collections.ConfigDict()
-    c.runner = "chow_liu"  # ssl_gen.evals.run_chow_liu, not the trainer
+    c.runner = "chow_liu"  # ssl_gen.runners.chow_liu, not the trainer
     c.seed = 0
     c.num_nodes = 8
     # Weak correlations and few samples: the Chow-Liu tree (the maximum-likelihood tree of

@@ -4,7 +4,7 @@ Not a trainer config: `config.runner` names the runner that launches it (the tra
 config tests skip it; tests/evals/test_estimator_toys.py runs its runlocal variants).
 Launch (the `:arg` picks the toy; add `,runlocal` for a seconds-long smoke run):
 
-  python -m ssl_gen.evals.run_estimator_toys --config=experiments/estimator_toys.py:gaussian \
+  python -m ssl_gen.main --config=experiments/estimator_toys.py:gaussian \
       --workdir=runs/toys_gaussian
 
 Variants:
@@ -34,7 +34,7 @@ def _estimators(**specs):
 def get_config(arg=None):
     arg = parse_arg(arg, gaussian=False, bernoulli=False, categorical=False, runlocal=False)
     c = ml_collections.ConfigDict()
-    c.runner = "estimator_toys"  # ssl_gen.evals.run_estimator_toys, not the trainer
+    c.runner = "estimator_toys"  # ssl_gen.runners.estimator_toys, not the trainer
     c.toy = "bernoulli" if arg.bernoulli else "categorical" if arg.categorical else "gaussian"
     c.seed = 0
     c.num_replicas = 10_000  # independent estimates per statistic (se of a variance ~1.4%)

@@ -21,7 +21,7 @@ and, where known, the true gradient mu (a closed form, or `exact` enumeration):
 Everything is per estimate with that estimator's `num_samples`: compare estimators at equal
 `evals` for a fair comparison. `with_and_without(estimators, control_variates, ...)` makes
 the rows of each estimator alone and with each applicable control variate, one row each
-(`est.control_variates`), for `compare`. Only jax and numpy: `ssl_gen.evals.estimator_report`
+(`est.control_variates`), for `compare`. Only jax and numpy: `ssl_gen.reports.estimator_report`
 renders the rows as tables and plots.
 """
 

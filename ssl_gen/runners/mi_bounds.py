@@ -33,14 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import flags
-from ml_collections import config_flags
 
-from ssl_gen import cli
 from ssl_gen.errors import UserError
-from ssl_gen.evals import estimator_report as report
 from ssl_gen.models import critics
 from ssl_gen.objectives import mi_bounds
+from ssl_gen.reports import estimator_report as report
 
 RUNNER = "mi_bounds"  # the `config.runner` this module runs
 
@@ -381,14 +378,9 @@ def run(config, workdir: str) -> Report:
     return Report(tables, rows, plots)
 
 
-def main(argv) -> int:
-    del argv
-    config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
-    if cli.print_config_requested():
-        cli.print_config(config)
-        return 0
-    if not workdir:
-        cli.fail("--workdir is required (where report.md, rows.json and plots go)", 2)
+def launch(config, workdir: str, *, allow_config_change: bool = False) -> int:
+    """The command line's run (`ssl_gen.main`): the benchmark, then its tables printed."""
+    del allow_config_change  # nothing here resumes
     out = run(config, workdir)
     for title, table in out.tables.items():
         print(f"\n## {title}\n\n{table}")
@@ -396,10 +388,7 @@ def main(argv) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    # Defined here, not at import, so that importing this module next to another runner
-    # (run_estimator_toys also defines --config) is not a duplicate-flag error.
-    config_flags.DEFINE_config_file("config", None, "experiments/mi_bounds.py:<variant>")
-    flags.DEFINE_string("workdir", None, "Where report.md, rows.json and plots go.")
-    flags.mark_flags_as_required(["config"])
-    cli.run(main)
+if __name__ == "__main__":  # `python -m ssl_gen.runners.mi_bounds` is `python -m ssl_gen.main`
+    from ssl_gen.main import run_cli
+
+    run_cli()

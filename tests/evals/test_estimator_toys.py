@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from ssl_gen.evals import estimator_report, run_estimator_toys
+from ssl_gen.reports import estimator_report
+from ssl_gen.runners import estimator_toys as run_estimator_toys
 from tests.train.conftest import load_config
 
 CONFIG = "experiments/estimator_toys.py"

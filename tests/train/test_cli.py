@@ -44,11 +44,11 @@ MISTAKES = {
                        "gumbel_softmx"),
     "float sample count": (TRAIN + [DVAE, "--config.objective.kwargs.num_samples=2.5"],
                            "num_samples"),
-    "runner setting": ([sys.executable, "-m", "ssl_gen.evals.run_estimator_toys",
+    "runner setting": ([sys.executable, "-m", "ssl_gen.main",
                         "--config=experiments/estimator_toys.py:gaussian,runlocal",
                         "--config.num_replicas=-5"],
                        "config.num_replicas=-5 must be an int >= 2"),
-    "sweep estimator typo": ([sys.executable, "-m", "ssl_gen.train.compare",
+    "sweep estimator typo": ([sys.executable, "-m", "ssl_gen.main",
                               "--config=experiments/dvae_estimators.py:categorical,runlocal,"
                               "sweep", "--config.estimators=rloo,gumbel"],
                              "'gumbel' is not one of"),

@@ -16,7 +16,8 @@ from tests.train.conftest import ROOT, load_config
 # config.runner -> the test that runs such configs' runlocal variants.
 OTHER_RUNNERS = {"estimator_toys": "tests/evals/test_estimator_toys.py",
                  "dvae_comparison": "tests/evals/test_dvae_comparison.py",
-                 "chow_liu": "tests/evals/test_chow_liu.py"}
+                 "chow_liu": "tests/evals/test_chow_liu.py",
+                 "mi_bounds": "tests/runners/test_mi_bounds.py"}
 
 EXPERIMENTS = sorted(
     os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "experiments", "*.py"))

@@ -12,7 +12,8 @@ import pytest
 
 from ssl_gen import preemption
 from ssl_gen.evals import iwae
-from ssl_gen.train import compare, trainer
+from ssl_gen.runners import dvae_comparison as compare
+from ssl_gen.train import trainer
 from tests.train.conftest import ROOT, load_config
 
 

@@ -1,6 +1,6 @@
 r"""Run the discrete-VAE estimator comparison: one trainer run per estimator and seed.
 
-    python -m ssl_gen.train.compare --config=experiments/dvae_estimators.py:categorical,sweep \
+    python -m ssl_gen.main --config=experiments/dvae_estimators.py:categorical,sweep \
         --workdir=runs/dvae_compare [--config.estimators=rloo,gumbel_softmax] \
         [--config.seeds=0,1]
 
@@ -15,10 +15,10 @@ all-on-one-trajectory), every preset of the latent space, trained or not
 it trains through `trainer.train_and_evaluate` into DIR/<estimator>_s<seed>/.
 A run whose directory already holds final metrics for the same config is not retrained,
 so an interrupted sweep resumes and a finished one re-renders. Then
-`ssl_gen.evals.dvae_report` writes DIR/report.md and DIR/plots/, and the table is printed.
+`ssl_gen.reports.dvae_report` writes DIR/report.md and DIR/plots/, and the table is printed.
 
-Lives in `train/` because it drives the trainer (imports go train -> evals, never back);
-`run(config, workdir)` is importable from a notebook or a test.
+A runner (`ssl_gen.main` dispatches on `config.runner`): it drives the trainer, which is why
+it is not in `train/`; `run(config, workdir)` is importable from a notebook or a test.
 """
 
 from __future__ import annotations
@@ -30,12 +30,10 @@ import sys
 import time
 
 import jax
-from absl import flags
-from ml_collections import config_flags
 
-from ssl_gen import cli, preemption
+from ssl_gen import preemption
 from ssl_gen.errors import UserError
-from ssl_gen.evals import dvae_report
+from ssl_gen.reports import dvae_report
 from ssl_gen.train import config_check, trainer
 from ssl_gen.train import workdir as workdir_lib
 
@@ -108,7 +106,7 @@ def run(config, workdir: str, *, verbose: bool = False,
     """
     if config.get("runner") != RUNNER:
         raise SweepError(f"config.runner is {config.get('runner')!r}, not {RUNNER!r}: "
-                         "add `,sweep` to the config arg (or launch with ssl_gen.train.main)")
+                         "add `,sweep` to the config arg (without it this is a trainer config)")
     estimators = _names(config.estimators, "estimators")
     try:
         seeds = [int(s) for s in _names(config.seeds, "seeds")]
@@ -166,16 +164,9 @@ def _say_stopped(workdir: str) -> None:
               "same command to resume", file=sys.stderr, flush=True)
 
 
-def main(argv, config_flag, workdir_flag, allow_flag) -> int:
-    """Runs the sweep of `--config` into `--workdir` and prints the table."""
-    del argv
-    if cli.print_config_requested():
-        cli.print_config(config_flag.value)
-        return 0
-    if not workdir_flag.value:
-        cli.fail("--workdir is required (the sweep's directory: runs, report.md, plots)", 2)
-    report = run(config_flag.value, workdir_flag.value, verbose=True,
-                 allow_config_change=allow_flag.value)
+def launch(config, workdir: str, *, allow_config_change: bool = False) -> int:
+    """The command line's run (`ssl_gen.main`): the sweep, then its tables printed."""
+    report = run(config, workdir, verbose=True, allow_config_change=allow_config_change)
     if report is None:
         return preemption.exit_status(preemption.requested())
     if jax.process_index() == 0:
@@ -189,18 +180,6 @@ def main(argv, config_flag, workdir_flag, allow_flag) -> int:
         if report.trajectory_table:
             print(f"Mean log-variance of every estimator along each run's trajectory:\n\n"
                   f"{report.trajectory_table}\n")
-        print(f"report.md and plots are in {workdir_flag.value}")
+        print(f"report.md and plots are in {workdir}")
     return 0
 
-
-if __name__ == "__main__":
-    # Flags are defined here, not at import: importing this module next to another launcher
-    # (ssl_gen.train.main, ssl_gen.evals.run_estimator_toys) must not redefine `--config`.
-    _config = config_flags.DEFINE_config_file(
-        "config", None, "experiments/dvae_estimators.py:<variant>,sweep")
-    _workdir = flags.DEFINE_string("workdir", None, "Sweep directory (runs, report.md, plots).")
-    _allow = flags.DEFINE_bool(
-        "allow_config_change", False, "Resume runs whose directory holds another config "
-        "under this one (recorded in each run's config_history.jsonl).")
-    flags.mark_flags_as_required(["config"])
-    cli.run(lambda argv: main(argv, _config, _workdir, _allow))

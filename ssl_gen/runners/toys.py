@@ -1,6 +1,6 @@
 r"""The classic gradient-estimator toy problems (config: experiments/estimator_toys.py).
 
-Each toy returns `Report`: markdown tables (`ssl_gen.evals.estimator_report`), the rows
+Each toy returns `Report`: markdown tables (`ssl_gen.reports.estimator_report`), the rows
 behind them (dicts) and the PNG plots it wrote. Statistics come from
 `ssl_gen.estimators.variance`; programs are compiled once per estimator where a sweep
 parameter can be traced (k of the Gaussian functions, t of the Bernoulli toy).
@@ -31,7 +31,7 @@ import optax
 
 from ssl_gen import estimators as est
 from ssl_gen.estimators import variance
-from ssl_gen.evals import estimator_report as report
+from ssl_gen.reports import estimator_report as report
 
 
 class Report(NamedTuple):

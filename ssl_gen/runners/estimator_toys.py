@@ -1,6 +1,6 @@
 """Run a gradient-estimator toy: tables and plots for experiments/estimator_toys.py.
 
-    python -m ssl_gen.evals.run_estimator_toys \
+    python -m ssl_gen.main \
         --config=experiments/estimator_toys.py:gaussian --workdir=runs/toys_gaussian
 
 Kept short like `ssl_gen.train.main`: `run(config, workdir)` is importable (a notebook, the
@@ -13,18 +13,12 @@ import json
 import os
 
 import jax
-from absl import flags
-from ml_collections import config_flags
 
-from ssl_gen import cli
 from ssl_gen.errors import UserError
-from ssl_gen.evals import estimator_toys
+from ssl_gen.runners import toys as estimator_toys
 
 RUNNER = "estimator_toys"  # the `config.runner` this module runs
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiments/estimator_toys.py:<toy>")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where report.md, rows.json and plots go.")
-flags.mark_flags_as_required(["config"])
 
 
 class RunnerError(UserError, ValueError):
@@ -66,19 +60,11 @@ def run(config, workdir: str) -> estimator_toys.Report:
     return out
 
 
-def main(argv) -> int:
-    del argv
-    if cli.print_config_requested():
-        cli.print_config(_CONFIG.value)
-        return 0
-    if not _WORKDIR.value:
-        cli.fail("--workdir is required (where report.md, rows.json and plots go)", 2)
-    out = run(_CONFIG.value, _WORKDIR.value)
+def launch(config, workdir: str, *, allow_config_change: bool = False) -> int:
+    """The command line's run (`ssl_gen.main`): the toy, then its tables printed."""
+    del allow_config_change  # nothing here resumes
+    out = run(config, workdir)
     for title, table in out.tables.items():
         print(f"\n## {title}\n\n{table}")
-    print(f"\nreport.md, rows.json and {len(out.plots)} plots are in {_WORKDIR.value}")
+    print(f"\nreport.md, rows.json and {len(out.plots)} plots are in {workdir}")
     return 0
-
-
-if __name__ == "__main__":
-    cli.run(main)

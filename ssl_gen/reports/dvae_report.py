@@ -1,7 +1,7 @@
 r"""The discrete-VAE estimator comparison's report: a table per estimator and curves.
 
 Reads what the trainer wrote into each run directory of a sweep (`final_metrics.json`,
-`metrics.jsonl`; see `ssl_gen.train.compare`, which runs the sweep) and writes
+`metrics.jsonl`; see `ssl_gen.runners.dvae_comparison`, which runs the sweep) and writes
 `report.md` and two plots into the sweep's directory. Nothing here trains or computes a
 gradient: it only summarizes logged metrics, so it can be re-run on finished sweeps.
 
@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ssl_gen.evals.estimator_report import figure, save_figure
+from ssl_gen.reports.estimator_report import figure, save_figure
 
 PREFIX = "gradvar/"  # the tracker's metric prefix (gradient_variance.evaluate)
 FAIRNESS = ("Equal budgets of function evaluations are the fair comparison: compare "

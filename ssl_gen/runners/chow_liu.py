@@ -1,6 +1,6 @@
 r"""Learning a Chow-Liu tree through gradient estimators over spanning trees.
 
-    python -m ssl_gen.evals.run_chow_liu --config=experiments/chow_liu.py \
+    python -m ssl_gen.main --config=experiments/chow_liu.py \
         --workdir=runs/chow_liu
 
 The task (issue 5, "a real task"): a spanning tree is the latent of interest.
@@ -48,15 +48,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import flags
-from ml_collections import config_flags
 
-from ssl_gen import cli
 from ssl_gen import estimators as est
 from ssl_gen.errors import UserError
 from ssl_gen.estimators import variance
-from ssl_gen.evals import estimator_report
-from ssl_gen.evals.estimator_toys import Report, jsonable, make_estimator
+from ssl_gen.reports import estimator_report
+from ssl_gen.runners.toys import Report, jsonable, make_estimator
 from ssl_gen.structured import chow_liu as cl
 from ssl_gen.structured import spanning_tree as st
 
@@ -287,17 +284,14 @@ def run(config, workdir: str) -> Report:
     return Report(tables=tables, rows=rows, plots=plots)
 
 
-def main(argv) -> int:
-    del argv
-    config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
-    if cli.print_config_requested():
-        cli.print_config(config)
-        return 0
-    if not workdir:
-        cli.fail("--workdir is required (where report.md, rows.json and plots go)", 2)
+def launch(config, workdir: str, *, allow_config_change: bool = False) -> int:
+    """The command line's run (`ssl_gen.main`): the task, then its tables printed."""
+    del allow_config_change  # nothing here resumes
     try:
         out = run(config, workdir)
     except ValueError as e:  # run()'s own checks of the config, each one line
+        if isinstance(e, UserError):
+            raise
         raise RunnerError(str(e)) from None
     for title, table in out.tables.items():
         print(f"\n## {title}\n\n{table}")
@@ -308,11 +302,3 @@ def main(argv) -> int:
 class RunnerError(UserError, ValueError):
     """A bad runner setting, said in one line."""
 
-
-if __name__ == "__main__":
-    # Defined here, not at import, so that importing this module next to another runner
-    # (run_estimator_toys also defines --config) is not a duplicate-flag error.
-    config_flags.DEFINE_config_file("config", None, "experiments/chow_liu.py:<variant>")
-    flags.DEFINE_string("workdir", None, "Where report.md, rows.json and plots go.")
-    flags.mark_flags_as_required(["config"])
-    cli.run(main)
