@@ -16,7 +16,7 @@ the eval split (padding excluded by `example_mask`):
 Baselines, measured the same way in the same call:
 - `mse_mean_image`: predicting the mean training image for every eval image;
 - `mse_random_init` and `codes_used_random_init`: the same model freshly initialized
-  (key from `ctx.rng`), before any training.
+  (from `baseline_seed`, so the baseline is the same number at every eval step).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _usage(hist: np.ndarray) -> tuple[int, float]:
 
 
 def evaluate(state, ctx, *, field: str = "image", prefix: str = "",
-             baselines: bool = True) -> dict[str, float]:
+             baselines: bool = True, baseline_seed: int = 0) -> dict[str, float]:
     """Reconstruction MSE and codebook usage over the whole eval split, with baselines.
 
     Args:
@@ -73,6 +73,7 @@ def evaluate(state, ctx, *, field: str = "image", prefix: str = "",
       field: the batch field holding the images.
       prefix: prepended to metric names.
       baselines: also measure the mean-image and random-initialization baselines.
+      baseline_seed: the random-initialization baseline's seed.
     """
     model = ctx.model
     k = model.codebook_size
@@ -92,7 +93,7 @@ def evaluate(state, ctx, *, field: str = "image", prefix: str = "",
             sq, n = sq + float(np.mean((u - mean) ** 2)), n + 1
         out["mse_mean_image"] = sq / n
         x0 = jnp.asarray(ctx.eval_source[0][field])[None]
-        fresh = model.init({"params": ctx.rng}, x0)
+        fresh = model.init({"params": jax.random.key(baseline_seed)}, x0)
         mse0, hist0, _ = _sweep(model, fresh, ctx, field)
         out["mse_random_init"] = mse0
         out["codes_used_random_init"] = float(_usage(hist0)[0])

@@ -52,8 +52,11 @@ Quantizers (`QUANTIZERS`):
   Simple", App. A.1): each of d = len(levels) channels is bounded to L_i levels by tanh and
   rounded (straight-through); the codebook is the implicit grid of prod(levels) codes, with
   no loss and nothing to collapse. For even L the bound shifts by atanh(offset / half_l) so
-  that bound(0) = 0 exactly (the paper's listing wrote tan; the fixed reference
-  implementations use atanh). Inputs with D != d are projected to d and back.
+  that bound(0) = 0 exactly (the paper's listing wrote tan, off by ~4e-4 at L = 4; the
+  corrected implementations use atanh). half_l = (L - 1)(1 + eps) / 2 keeps the atanh
+  finite for L = 2 (the listing's (1 - eps) gives atanh of a number > 1 there), though
+  L = 2 stays lopsided (z = 0 sits on a level, the other needs z < -3.8): prefer L >= 3.
+  Inputs with D != d are projected to d and back.
 
 Distances are ||z||² - 2 z.e + ||e||²: one (N, D) x (D, K) matmul, no (N, K, D) tensor.
 """
@@ -174,15 +177,12 @@ class _VQBase(nn.Module):
             zq = nn.Dense(dim, name="project_out")(zq)
         return zq
 
-    def _space(self, z_dim: int) -> int:
-        return self.lookup_dim if self.lookup_dim is not None else z_dim
-
-    def _finish(self, z, zl, codebook, dist, w, extra_loss_weight: float):
+    def _finish(self, z, zl, codebook, dist, w, codebook_weight: float):
         """(z_q, aux) from the lookup-space vectors zl (N, d) and the codebook (K, d)."""
         idx = jnp.argmin(dist, -1)
         e = codebook[idx]  # (N, d)
         codebook_loss, commitment = vq_losses(zl, e, w)
-        loss = extra_loss_weight * codebook_loss + self.beta * commitment
+        loss = codebook_weight * codebook_loss + self.beta * commitment
         aux = {"codebook_loss": codebook_loss, "commitment": commitment}
         if self.entropy_weight > 0:
             aux["entropy"] = entropy_penalty(dist, w, self.entropy_temperature)
