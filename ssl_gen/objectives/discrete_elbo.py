@@ -27,11 +27,13 @@ estimator's state lives in `state["extra"]["estimator_state"]`, made by `init_ex
 and returns `aux["estimator_state"]` instead.
 
 Fair comparisons use equal budgets of decoder evaluations: `aux["fevals"]` is the number of
-evaluations of f = log p(x|.) per example per step (backward passes not counted):
-K for one-sample-per-evaluation estimators, 2K for ARM/DisARM (K antithetic pairs), 4K for
-REBAR and 7K for RELAX (as implemented), K (N C + 1) for IndeCateR, C^N (2^N) for exact
-enumeration. An estimator without a count here is a one-line error, so no comparison
-silently misreports its cost; a test checks the table against counted evaluations.
+evaluations of f = log p(x|.) per example per step (backward passes not counted), each
+estimator's own `cost` (`ssl_gen.estimators.core.Estimator`; `function_evaluations` in
+`ssl_gen.objectives.estimator_config`): K for one-sample-per-evaluation estimators, 2K for
+ARM/DisARM (K antithetic pairs), 4K for REBAR and 7K for RELAX (as implemented), K (N C + 1)
+for IndeCateR, C^N (2^N) for exact enumeration. An estimator that states no cost is a
+one-line error, so no comparison silently misreports it; a test checks every cost against
+counted evaluations.
 """
 
 from __future__ import annotations
@@ -46,19 +48,10 @@ import jax.numpy as jnp
 
 from ssl_gen import estimators as est
 from ssl_gen.objectives.elbo import masked_mean
-from ssl_gen.objectives.estimator_config import make_estimator
+from ssl_gen.objectives.estimator_config import function_evaluations, make_estimator
 
 DEFAULT_ESTIMATOR = "gumbel_softmax"
 
-# Estimators whose cost is one f evaluation per sample, or two (an antithetic pair).
-ONE_EVAL_PER_SAMPLE = frozenset({
-    "score_function", "gumbel_softmax", "straight_through", "straight_through_gumbel",
-    "reinmax", "gumbel_rao", "gapped_straight_through"})
-TWO_EVALS_PER_SAMPLE = frozenset({"arm", "disarm"})
-# As the library implements them (counted by `est.variance.count_evaluations`; a test keeps
-# this table equal to the count): REBAR evaluates f at the sample and 3 times at relaxed
-# points, RELAX 6 times more for its control variate and that variate's training step.
-EVALS_PER_SAMPLE = {"rebar": 4, "relax": 7}
 # Estimators that enumerate the joint support of the batch shape: run per example (the ELBO
 # factorizes over examples), so their cost is C^N per example, not C^(B N) for the batch.
 PER_EXAMPLE = frozenset({"exact"})
@@ -91,31 +84,6 @@ def kl_to_uniform(q) -> jax.Array:
     """KL(q || uniform) per example, summed over the latent variables: (B,) from (B, N[, C])."""
     kl = q.kl(type(q)(jnp.zeros_like(q.logits)))  # (B, N): class axis summed for categorical
     return kl.reshape(kl.shape[0], -1).sum(-1)
-
-
-def function_evaluations(estimator: est.Estimator, latent_shape: tuple[int, ...],
-                         num_samples: int) -> int:
-    """Evaluations of f = log p(x|.) per example per call of the objective.
-
-    Args:
-      estimator: the estimator. latent_shape: one example's code, (N, C) or (N,).
-      num_samples: K (pairs for ARM/DisARM).
-    """
-    name = base_name(estimator)
-    if name in ONE_EVAL_PER_SAMPLE:
-        return num_samples
-    if name in TWO_EVALS_PER_SAMPLE:
-        return 2 * num_samples
-    if name in EVALS_PER_SAMPLE:
-        return EVALS_PER_SAMPLE[name] * num_samples
-    classes = latent_shape[1] if len(latent_shape) == 2 else 2
-    if name == "exact":
-        return classes ** latent_shape[0]
-    if name == "indecater":  # every class of every variable, per sample, plus the sample
-        return num_samples * (latent_shape[0] * classes + 1)
-    raise ValueError(
-        f"discrete_elbo: no function-evaluation count for estimator {estimator.name!r}; add "
-        "its cost to ssl_gen/objectives/discrete_elbo.py so comparisons stay fair")
 
 
 def check_schedule(schedule: Mapping[str, Any]) -> tuple[float, float, int]:

@@ -149,7 +149,7 @@ def test_each_estimator_trains_a_few_steps(name, latent):
 
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_function_evaluation_table_matches_counted_evaluations(name):
-    """discrete_elbo's table against est.variance.count_evaluations (a host callback per
+    """Each estimator's stated cost against est.variance.count_evaluations (a host callback per
     evaluated sample), for one example's latent and K = 2 (1 for exact, which ignores K)."""
     spec, _, latents = SPECS[name]
     e = make_estimator(spec)
