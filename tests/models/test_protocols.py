@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from ssl_gen.models import dvae, gan, protocols, vae
+from ssl_gen.models import dvae, gan, mae, protocols, vae, vit
 
 P = protocols
 X = jnp.zeros((2, 8, 8, 1), jnp.uint8)
@@ -22,6 +22,12 @@ CASES = {
             {P.Sampler},
             {P.LatentModel, P.ImageModel, P.DiscreteLatents, P.PriorSampler,
              P.FeatureExtractor}),
+    "vit": (lambda: vit.Model(variant="tiny/2", image_size=8),
+            {P.FeatureExtractor},
+            {P.LatentModel, P.ImageModel, P.DiscreteLatents, P.PriorSampler, P.Sampler}),
+    "mae": (lambda: mae.Model(variant="tiny", image_size=8, channels=1),
+            {P.FeatureExtractor},
+            {P.LatentModel, P.ImageModel, P.DiscreteLatents, P.PriorSampler, P.Sampler}),
 }
 
 
