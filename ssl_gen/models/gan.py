@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ssl_gen.models import variants
+
 VARIANTS = {
     # Metz et al. (2017), "Unrolled Generative Adversarial Networks", App. A (mixture of
     # 8 Gaussians): G and D with 2 hidden layers of 128 units, z of 256 dimensions.
@@ -57,14 +59,7 @@ class Model(nn.Module):
     variant: str | None = None
 
     def _cfg(self, name):
-        if self.variant is not None:
-            if self.variant not in VARIANTS:
-                raise ValueError(f"gan: unknown variant {self.variant!r}; known: "
-                                 f"{', '.join(VARIANTS)}")
-            default = getattr(type(self), name)
-            if getattr(self, name) == default:  # explicit keyword arguments win
-                return VARIANTS[self.variant].get(name, default)
-        return getattr(self, name)
+        return variants.field(self, name, VARIANTS, "gan")
 
     def setup(self):
         if self.data_range is not None and not (
