@@ -124,3 +124,21 @@ def test_errors_are_one_line_value_errors():
     bad = est.expectation(lambda b: b[:2], P.bern_dist, est.score_function())  # (2,) vs (3,)
     with pytest.raises(ValueError, match="must be a prefix"):
         jax.eval_shape(bad, P.BERN_LOGITS, jax.random.key(0))
+
+
+def test_the_optimal_baseline_cuts_the_variance_on_a_categorical():
+    """score_function('optimal') (the per-coordinate baseline E[f h^2] / E[h^2], estimated
+    leaving sample k out) on f(z) = sum(w z) + 3 over a 3x5 categorical, K = 4, 2,000
+    replicas, seed fixed: its summed variance is under 0.3x plain REINFORCE's (0.13x
+    measured); a generic estimated coefficient in its place gave 0.75x."""
+    logits = jax.random.normal(jax.random.key(0), (3, 5))
+    w = jax.random.normal(jax.random.key(1), (3, 5))
+    f = lambda z: jnp.sum(z * w, axis=(-2, -1)) + 3.0
+
+    def total_variance(e):
+        obj = est.expectation(f, est.Categorical, e, num_samples=4)
+        return float(jnp.sum(jnp.var(est.grad_samples(obj, logits, jax.random.key(2), 2000),
+                                     axis=0)))
+
+    assert total_variance(est.score_function("optimal")) < 0.3 * total_variance(
+        est.score_function())
