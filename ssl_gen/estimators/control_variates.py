@@ -143,8 +143,10 @@ def _constant_h(value: Any, out: jax.ShapeDtypeStruct):
 def constant(value: float = 1.0) -> ControlVariate:
     """The baseline h = value (E[h] = value, zero gradient): with a coefficient beta it
     subtracts beta * value from f. With `coefficient="estimated_loo"` on the score function
-    it is the optimal per-coordinate baseline E[f s_i^2] / E[s_i^2] (s the score; Greensmith
-    et al. 2004; `score_function(baseline="optimal")`)."""
+    its beta estimates the optimal per-coordinate baseline E[f s_i^2] / E[s_i^2] (s the score;
+    Greensmith et al. 2004) by regressing the centred per-sample gradients on the scores;
+    `score_function(baseline="optimal")` estimates the same beta directly, with far less
+    noise at small K."""
     value = float(value)
     return ControlVariate(name="constant" if value == 1.0 else f"constant[{value}]",
                           bind=lambda f, dist, state, out: _constant_h(value, out))
