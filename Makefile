@@ -31,9 +31,9 @@ install: $(STAMP)
 # with ARM, DisARM and RLOO measured along it. ~7 min on 2 CPU cores; prints the tables
 # and writes $(WORKDIR)/{categorical,bernoulli}/report.md with the plots.
 run: $(STAMP)
-	$(PY) -m ssl_gen.train.compare --config=experiments/dvae_estimators.py:categorical,sweep \
+	$(PY) -m ssl_gen.main --config=experiments/dvae_estimators.py:categorical,sweep \
 	  --workdir=$(WORKDIR)/categorical
-	$(PY) -m ssl_gen.train.compare --config=experiments/dvae_estimators.py:bernoulli,sweep \
+	$(PY) -m ssl_gen.main --config=experiments/dvae_estimators.py:bernoulli,sweep \
 	  --config.estimators=disarm --config.track=rloo,arm,disarm --config.num_train_steps=1000 \
 	  --workdir=$(WORKDIR)/bernoulli
 

@@ -13,9 +13,9 @@ straight-through trained 2,000 steps each with every categorical preset (14) mea
 their parameters every 500 steps (`track="every"`), then DisARM on Bernoulli latents with
 ARM, DisARM and RLOO measured along it:
 
-  python -m ssl_gen.train.compare --config=experiments/dvae_estimators.py:categorical,sweep \
+  python -m ssl_gen.main --config=experiments/dvae_estimators.py:categorical,sweep \
       --workdir=runs/dvae_comparison/categorical
-  python -m ssl_gen.train.compare --config=experiments/dvae_estimators.py:bernoulli,sweep \
+  python -m ssl_gen.main --config=experiments/dvae_estimators.py:bernoulli,sweep \
       --config.estimators=disarm --config.track=rloo,arm,disarm \
       --config.num_train_steps=1000 --workdir=runs/dvae_comparison/bernoulli
 
@@ -42,7 +42,7 @@ Variants:
   binarized_mnist   tfds `binarized_mnist` (28x28, fixed bits), papers' sizes, 100k steps
   mnist             tfds `mnist`, dynamic binarization (REBAR/DisARM), fixed-draw test bits
   estimator=rloo    any key of ESTIMATORS below (e.g. estimator=disarm, estimator=reinmax)
-  sweep             the comparison (config.runner: run by ssl_gen.train.compare, not main)
+  sweep             the comparison (config.runner: run by ssl_gen.runners.dvae_comparison)
   runlocal          tiny model and few steps (combine: `bernoulli,estimator=arm,runlocal`)
 
 Equal budgets: every preset in ESTIMATORS evaluates the decoder twice per example per step
@@ -215,7 +215,7 @@ SWEEP_DEFAULT = {"categorical": "rloo,gumbel_softmax,straight_through",
 
 
 def _sweep(c, arg):
-    """The comparison: keys the runner (ssl_gen.train.compare) reads, and which it removes
+    """The comparison: keys the runner (ssl_gen.runners.dvae_comparison) reads, and which it removes
     before each training run; the rest is the trainer config of every run, whose
     `objective.kwargs` are what every run shares (each run adds its preset's)."""
     latent = c.model.kwargs.latent

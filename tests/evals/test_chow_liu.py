@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssl_gen.evals import run_chow_liu
+from ssl_gen.runners import chow_liu as run_chow_liu
 from ssl_gen.structured import chow_liu as cl
 from ssl_gen.structured import spanning_tree as st
 from tests.train.conftest import load_config

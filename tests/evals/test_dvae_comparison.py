@@ -8,8 +8,9 @@ import os
 
 import pytest
 
-from ssl_gen.evals import dvae_report
-from ssl_gen.train import compare, config_check
+from ssl_gen.reports import dvae_report
+from ssl_gen.runners import dvae_comparison as compare
+from ssl_gen.train import config_check
 from tests.train.conftest import load_config
 
 CONFIG = "experiments/dvae_estimators.py"
