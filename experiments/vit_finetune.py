@@ -1,0 +1,84 @@
+r"""Fine-tune a ViT classifier on the digits, from an MAE pre-training run or from scratch.
+
+The encoder is `experiments/mae.py`'s (same widths, patch 2, MAE initializers, fixed sin-cos
+position table); `init=PATH` loads its weights from that run's newest checkpoint through
+`config.init_from`, mapping the MAE's `encoder/...` subtrees onto the classifier's
+(embedding, class token, blocks and final norm); the head starts fresh. Without `init` the
+same classifier trains from its random initialization: the supervised baseline the
+fine-tuned number is read against.
+
+The recipe is MAE's fine-tuning (He et al. 2022, Table 9), shortened: AdamW (b2 0.999),
+weight decay 0.05 on weights only, lr = base_lr x batch / 256, warmup then cosine,
+layer-wise lr decay 0.75 (the block i of L gets 0.75^(L - i) of the head's lr, the
+embeddings 0.75^(L + 1); MAE's `param_groups_lrd`), drop path 0.1, label smoothing 0.1,
+average pooling of the patch tokens (MAE's `global_pool`; its extra fc_norm LayerNorm is
+not used: the encoder's final norm is loaded instead). No mixup / cutmix / RandAugment.
+Test accuracy on the 360 held-out digits (`evals/accuracy.py`).
+
+Launch (after `python -m ssl_gen.train.main --config=experiments/mae.py --workdir=runs/mae`):
+
+  python -m ssl_gen.train.main --config=experiments/vit_finetune.py:init=runs/mae \
+    --workdir=runs/mae_finetune
+  python -m ssl_gen.train.main --config=experiments/vit_finetune.py --workdir=runs/vit_scratch
+
+Variants:
+  digits     the default (with init=PATH: from that MAE run; without: from scratch)
+  runlocal   the tiny encoder of `mae.py:runlocal`, a few steps (combine: `runlocal,init=DIR`)
+"""
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+try:
+    from experiments.common import parse_arg
+    from experiments.mae import encoder
+except ImportError:  # installed, outside the repository: the configs ship as ssl_gen_experiments
+    from ssl_gen_experiments.common import parse_arg
+    from ssl_gen_experiments.mae import encoder
+
+# MAE's `encoder/...` subtrees -> the classifier's (the head is not in the MAE).
+ENCODER_MAPPING = {"embedding": "encoder/embedding", "cls": "encoder/cls",
+                   "Transformer": "encoder/Transformer"}
+
+
+def get_config(arg=None):
+    arg = parse_arg(arg, digits=False, runlocal=False, init="")
+    enc = encoder(arg.runlocal)
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.dataset = ml_collections.ConfigDict(dict(
+        name="digits", data_dir=placeholder(str), train_split="train", eval_split="test",
+        preprocess=({"name": "normalize", "scale": 1 / 16},)))  # as the pre-training
+    c.batch_size = 128
+    c.eval_batch_size = 120
+    c.num_train_steps = 300  # ~27 epochs: a few minutes on 2 shared CPU cores
+
+    c.model = ml_collections.ConfigDict(dict(name="vit", input_key="image", kwargs=dict(
+        variant="tiny/2", num_classes=10, pool="gap", class_token=True, posemb="sincos2d",
+        sincos_layout="mae", weight_init="mae", drop_path=0.1, **enc)))
+    c.objective = ml_collections.ConfigDict(dict(name="classification", kwargs=dict(
+        label_smoothing=0.1, input_key="image", label_key="label")))
+    base_lr = 1e-3
+    c.optimizer = ml_collections.ConfigDict(dict(
+        name="adamw", learning_rate=base_lr * c.batch_size / 256, b1=0.9, b2=0.999,
+        weight_decay=0.05, weight_decay_mask="no_bias_norm", schedule="warmup_cosine",
+        warmup_steps=30, end_lr_factor=0.0,
+        layer_decay=0.75, num_layers=enc["depth"], layer_pattern=r"encoderblock_(\d+)",
+        layer_embed_pattern=r"embedding|params/cls$"))
+    if arg.init:
+        c.init_from = ml_collections.ConfigDict(dict(path=arg.init, mapping=ENCODER_MAPPING))
+    c.evals = ml_collections.ConfigDict(dict(accuracy=dict(every_steps=100, kwargs=dict())))
+    c.log_every_steps = 50
+    c.checkpoint_every_steps = 300
+    c.keep_checkpoints = 1
+    c.num_devices = placeholder(int)
+    c.prefetch = 2
+    c.progress_bar = True
+    if arg.runlocal:
+        c.batch_size = 32
+        c.num_train_steps = 10
+        c.optimizer.update(learning_rate=base_lr * 32 / 256, warmup_steps=2)
+        c.evals.accuracy.every_steps = 5
+        c.log_every_steps = 5
+        c.checkpoint_every_steps = 10
+    return c
