@@ -24,6 +24,8 @@ Launch (after `python -m ssl_gen.train.main --config=experiments/mae.py --workdi
 Variants:
   digits     the default (with init=PATH: from that MAE run; without: from scratch)
   runlocal   the tiny encoder of `mae.py:runlocal`, a few steps (combine: `runlocal,init=DIR`)
+
+Override anything: `--config.num_train_steps=1000 --config.optimizer.layer_decay=1.0`.
 """
 
 import ml_collections
