@@ -11,13 +11,22 @@ Launch:
   python -m ssl_gen.train.main --config=experiments/vqvae.py --workdir=runs/vqvae
 
 Variants:
-  no_restart  plain EMA, no dead-code restart (the codebook collapses to a few dozen codes)
+  no_restart  plain EMA, no dead-code restart (half the codebook stays dead)
   kmeans      restart and a k-means initialization from the first batch
   vq          the codebook trained by the loss (codebook + beta * commitment), no EMA
   fsq         finite scalar quantization, levels (8, 8, 4) = 256 codes, no codebook loss
   runlocal    tiny model, few steps (combine: `no_restart,runlocal`)
 
 Override anything: `--config.num_train_steps=6000 --config.model.kwargs.dead_threshold=0.5`.
+
+Measured (3,000 steps, ~2.5 CPU-minutes each; test split: MSE in [0, 1] units, codes used of
+256; mean-image baseline 0.074, random init 0.234):
+
+  default (restart)   seed 0: 0.0027, 256    seed 1: 0.0029, 256
+  no_restart          seed 0: 0.0031, 132    seed 1: 0.0030, 151   (36 per batch at step 100)
+  kmeans              seed 0: 0.0028, 256
+  vq                  seed 0: 0.0045, 66
+  fsq                 seed 0: 0.0032, 253
 """
 
 import ml_collections
