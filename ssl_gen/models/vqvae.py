@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ssl_gen.models import variants
 from ssl_gen.models.quantizers import QUANTIZERS
 
 VARIANTS = {
@@ -124,14 +125,7 @@ class Model(nn.Module):
     variant: str | None = None
 
     def _cfg(self, name):
-        if self.variant is not None:
-            if self.variant not in VARIANTS:
-                raise ValueError(f"vqvae: unknown variant {self.variant!r}; known: "
-                                 f"{', '.join(VARIANTS)}")
-            default = getattr(type(self), name)
-            if getattr(self, name) == default:  # explicit keyword arguments win
-                return VARIANTS[self.variant].get(name, default)
-        return getattr(self, name)
+        return variants.field(self, name, VARIANTS, "vqvae")
 
     def setup(self):
         if self.quantizer not in QUANTIZERS:
