@@ -10,8 +10,11 @@ Launch:
 
   python -m ssl_gen.train.main --config=experiments/gan.py --workdir=runs/gan
 
-Variants (`:arg`): `hinge` (hinge losses instead of the non-saturating ones), `runlocal`
-(tiny model, few steps). A late discriminator start or n-critic is config:
+Variants:
+  hinge             hinge losses instead of the non-saturating ones
+  runlocal          tiny model, few steps (combine: `hinge,runlocal`)
+
+A late discriminator start or n-critic is config:
 `--config.parts.discriminator.start_step=500 --config.parts.generator.every=5`.
 """
 

@@ -12,8 +12,9 @@ TUBA, InfoNCE, JS and the interpolated bound at three alphas. The default is the
 colab scale (20,000 steps per (critic, bound), 256-unit critics): minutes on an
 accelerator, hours on a CPU.
 
+Without an arg: the colab's scale, 4,000 steps per MI, critics 2 x 256 (embed 32), lr 5e-4.
+
 Variants:
-  default       the colab's scale: 4,000 steps per MI, critics 2 x 256 (embed 32), lr 5e-4
   cpu           minutes on a CPU (3.7 CPU-min measured): 300 steps per MI, critics 2 x 64
   runlocal      seconds: 3 MIs, 20 steps, tiny critics, three bounds (combine: `cpu,runlocal`)
 
