@@ -13,7 +13,7 @@ protocol below is what one family of callers relies on today, collected from
 |                    | likelihood, num_levels              |                                 |
 | `PosteriorMode`    | posterior_mode                      | images (when present)           |
 | `PriorSampler`     | sample_prior                        | images (when present)           |
-| `FeatureExtractor` | features                            | representation probes (to come) |
+| `FeatureExtractor` | features                            | few_shot, knn, linear_probe     |
 | `Sampler`          | sample                              | two_sample                      |
 
 They are `runtime_checkable`: `isinstance(model, DiscreteLatents)` replaces a
