@@ -53,6 +53,7 @@ from ssl_gen import estimators as est
 from ssl_gen.errors import UserError
 from ssl_gen.estimators import variance
 from ssl_gen.reports import estimator_report
+from ssl_gen.runners import print_tables
 from ssl_gen.runners.toys import Report, jsonable, make_estimator
 from ssl_gen.structured import chow_liu as cl
 from ssl_gen.structured import spanning_tree as st
@@ -293,10 +294,8 @@ def launch(config, workdir: str, *, allow_config_change: bool = False) -> int:
         if isinstance(e, UserError):
             raise
         raise RunnerError(str(e)) from None
-    for title, table in out.tables.items():
-        print(f"\n## {title}\n\n{table}")
-    print(f"\nreport.md, rows.json and {len(out.plots)} plots are in {workdir}")
-    return 0
+    files = f"report.md, rows.json and {len(out.plots)} plots"
+    return print_tables(out.tables, f"{files} are in {workdir}")
 
 
 class RunnerError(UserError, ValueError):

@@ -15,6 +15,7 @@ import os
 import jax
 
 from ssl_gen.errors import UserError
+from ssl_gen.runners import print_tables
 from ssl_gen.runners import toys as estimator_toys
 
 RUNNER = "estimator_toys"  # the `config.runner` this module runs
@@ -64,7 +65,5 @@ def launch(config, workdir: str, *, allow_config_change: bool = False) -> int:
     """The command line's run (`ssl_gen.main`): the toy, then its tables printed."""
     del allow_config_change  # nothing here resumes
     out = run(config, workdir)
-    for title, table in out.tables.items():
-        print(f"\n## {title}\n\n{table}")
-    print(f"\nreport.md, rows.json and {len(out.plots)} plots are in {workdir}")
-    return 0
+    files = f"report.md, rows.json and {len(out.plots)} plots"
+    return print_tables(out.tables, f"{files} are in {workdir}")

@@ -38,6 +38,7 @@ from ssl_gen.errors import UserError
 from ssl_gen.models import critics
 from ssl_gen.objectives import mi_bounds
 from ssl_gen.reports import estimator_report as report
+from ssl_gen.runners import print_tables
 
 RUNNER = "mi_bounds"  # the `config.runner` this module runs
 
@@ -382,10 +383,8 @@ def launch(config, workdir: str, *, allow_config_change: bool = False) -> int:
     """The command line's run (`ssl_gen.main`): the benchmark, then its tables printed."""
     del allow_config_change  # nothing here resumes
     out = run(config, workdir)
-    for title, table in out.tables.items():
-        print(f"\n## {title}\n\n{table}")
-    print(f"\nreport.md, rows.json, estimates.npz and {len(out.plots)} plots are in {workdir}")
-    return 0
+    files = f"report.md, rows.json, estimates.npz and {len(out.plots)} plots"
+    return print_tables(out.tables, f"{files} are in {workdir}")
 
 
 if __name__ == "__main__":  # `python -m ssl_gen.runners.mi_bounds` is `python -m ssl_gen.main`

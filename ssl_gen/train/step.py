@@ -210,11 +210,3 @@ class TrainStep:
     def lower(self, state, batch, key):
         return self._jitted.lower(state, batch, key)
 
-
-def single_part_step(loss_fn: Callable, tx: optax.GradientTransformation, **shardings
-                     ) -> TrainStep:
-    """A TrainStep for one loss over every parameter (tests and benchmarks)."""
-    from ssl_gen.train.objective import SINGLE
-
-    return TrainStep(Objective((Part(SINGLE, loss_fn),), None, None), {SINGLE: tx},
-                     **shardings)

@@ -30,6 +30,20 @@ def runlocal_config(data_dir: str, overrides: dict):
     return c
 
 
+def restore_newest(abstract_state, workdir: str):
+    """(step, state, data_state) of a run's newest checkpoint, restored in this process onto
+    `abstract_state` (a `trainer.build(...).abstract_state`); fails if nothing restores."""
+    from ssl_gen.train.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every_steps=1)
+    try:
+        restored = ckpt.restore_latest(abstract_state)
+    finally:
+        ckpt.close()
+    assert restored is not None, f"nothing restores in {workdir}"
+    return restored
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
     """One tfds data dir for the session: the embedded datasets are built into it once."""

@@ -28,7 +28,7 @@ import pytest
 
 from ssl_gen.train import trainer
 from ssl_gen.train.checkpoint import Checkpointer
-from tests.train.conftest import ROOT, runlocal_config
+from tests.train.conftest import ROOT, restore_newest, runlocal_config
 
 # Long enough that a kill right after the first checkpoint lands mid-training: the process
 # still has STEPS - EVERY steps (seconds, even on a loaded machine) to go; short enough to
@@ -123,13 +123,7 @@ def _train_steps(workdir):
 
 def _restore(built, workdir):
     """(step, state, data_state) of the newest checkpoint, restored in this process."""
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every_steps=EVERY)
-    try:
-        restored = ckpt.restore_latest(built.abstract_state)
-    finally:
-        ckpt.close()
-    assert restored is not None, f"nothing restores in {workdir}"
-    return restored
+    return restore_newest(built.abstract_state, workdir)
 
 
 def _assert_same_state(got, want):

@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 
 from ssl_gen.train import trainer
-from ssl_gen.train.checkpoint import Checkpointer
-from tests.train.conftest import ROOT, load_config
+from tests.train.conftest import ROOT, load_config, restore_newest
 
 STEPS, EVERY = 400, 100  # ~0.3 s of steps after the first checkpoint: the kill lands mid-run
 OVERRIDES = {"num_train_steps": STEPS, "checkpoint_every_steps": EVERY, "log_every_steps": 10,
@@ -45,14 +44,7 @@ def _leaves(state):
 
 
 def _restore(config, workdir):
-    b = trainer.build(config, workdir)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every_steps=EVERY)
-    try:
-        restored = ckpt.restore_latest(b.abstract_state)
-    finally:
-        ckpt.close()
-    assert restored is not None, f"nothing restores in {workdir}"
-    return restored
+    return restore_newest(trainer.build(config, workdir).abstract_state, workdir)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from ssl_gen.train import sharding, trainer
-from ssl_gen.train.checkpoint import Checkpointer
+from tests.train.conftest import restore_newest
 
 
 @pytest.mark.parametrize("shape, n, want", [
@@ -33,12 +33,7 @@ def test_unknown_mode_is_one_line():
 
 def _final_state(config, workdir):
     b = trainer.build(config, workdir)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every_steps=1)
-    try:
-        step, state, _ = ckpt.restore_latest(b.abstract_state)
-    finally:
-        ckpt.close()
-    return b, state
+    return b, restore_newest(b.abstract_state, workdir)[1]
 
 
 @pytest.mark.slow
