@@ -23,8 +23,9 @@ binarize fixed or dynamic, random_resized_crop, flip, color_jitter, grayscale, v
 and deterministic given (seed, epoch, example); evaluations read their deterministic forms.
 
 Embedded datasets (`EMBEDDED_DATASETS`; no network, no TensorFlow): `digits`,
-`digits_binarized`, `mnist1d`, `photo_patches` (see `ssl_gen.data.builders`). Any other tfds
-dataset is read if it is prepared (array_record) in the data dir; nothing is downloaded.
+`digits_binarized`, `mnist1d`, `photo_patches`, `labelled_photos` (see
+`ssl_gen.data.builders`). Any other tfds dataset is read if it is prepared (array_record) in
+the data dir; nothing is downloaded.
 
 Modules: `builders` (the tfds builders and the arrays they are made from), `sources`
 (lookup by name, `InMemorySource`, `DatasetSpec`), `preprocess` (the ops and their keyed

@@ -20,8 +20,8 @@ Rules every builder here follows:
 - Splits are fixed and generated from fixed seeds: building twice gives the same data.
   Building takes a few seconds and happens once per data dir; a prepared dataset is reused.
 
-The array generators (`digits_arrays`, `mnist1d_arrays`, `photo_patch_arrays`) are public so
-tests can compare the built datasets with their sources.
+The array generators (`digits_arrays`, `mnist1d_arrays`, `photo_patch_arrays`,
+`labelled_photo_arrays`) are public so tests can compare the built datasets with their sources.
 """
 
 from __future__ import annotations
@@ -43,6 +43,18 @@ PATCH_NUM_TRAIN = 20_000
 PATCH_NUM_TEST = 2_000
 PATCH_SEED = 0
 PATCH_TRAIN_FRACTION = 0.75  # train crops lie in the left 75% of each photo's columns
+
+# Labelled photos: 32x32 crops of ten colour photographs, the label the photograph's index.
+# (name, loader): scikit-learn's two sample photos, then eight of scikit-image's bundled ones
+# (inside its wheel: no download). The order is the label order; never reorder it.
+LABELLED_PHOTOS = (
+    ("china", "sklearn"), ("flower", "sklearn"), ("astronaut", "skimage"),
+    ("chelsea", "skimage"), ("coffee", "skimage"), ("rocket", "skimage"),
+    ("hubble_deep_field", "skimage"), ("retina", "skimage"),
+    ("immunohistochemistry", "skimage"), ("stereo_motorcycle", "skimage"))
+LABELLED_NUM_TRAIN = 1_000  # crops per photo
+LABELLED_NUM_TEST = 200
+LABELLED_SEED = 1
 
 
 def digits_arrays() -> dict[str, dict[str, np.ndarray]]:
@@ -122,17 +134,72 @@ def photo_patch_arrays() -> dict[str, dict[str, np.ndarray]]:
     for split, n in (("train", PATCH_NUM_TRAIN), ("test", PATCH_NUM_TEST)):
         crops = []
         for k, photo in enumerate(photos):
-            h, w, _ = photo.shape
-            cut = int(w * PATCH_TRAIN_FRACTION)
-            x_lo, x_hi = (0, cut - PATCH_SIZE) if split == "train" else (cut, w - PATCH_SIZE)
-            m = n // len(photos) + (k < n % len(photos))
-            ys = rng.integers(0, h - PATCH_SIZE + 1, size=m)
-            xs = rng.integers(x_lo, x_hi + 1, size=m)
-            windows = np.lib.stride_tricks.sliding_window_view(
-                photo, (PATCH_SIZE, PATCH_SIZE), axis=(0, 1))  # (h', w', 3, size, size)
-            crops.append(windows[ys, xs].transpose(0, 2, 3, 1))
+            crops.append(_crops(photo, split, n // len(photos) + (k < n % len(photos)), rng))
         images = np.concatenate(crops).astype(np.uint8)
         out[split] = {"image": images, "id": next_id + np.arange(n, dtype=np.int64)}
+        next_id += n
+    return out
+
+
+def _crops(photo: np.ndarray, split: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n random PATCH_SIZE crops of `photo` (h, w, 3): train crops entirely in the left
+    PATCH_TRAIN_FRACTION of its columns, test crops entirely in the rest."""
+    h, w, _ = photo.shape
+    cut = int(w * PATCH_TRAIN_FRACTION)
+    x_lo, x_hi = (0, cut - PATCH_SIZE) if split == "train" else (cut, w - PATCH_SIZE)
+    ys = rng.integers(0, h - PATCH_SIZE + 1, size=n)
+    xs = rng.integers(x_lo, x_hi + 1, size=n)
+    windows = np.lib.stride_tricks.sliding_window_view(
+        photo, (PATCH_SIZE, PATCH_SIZE), axis=(0, 1))  # (h', w', 3, size, size)
+    return windows[ys, xs].transpose(0, 2, 3, 1)
+
+
+def _labelled_photos() -> list[np.ndarray]:
+    """The LABELLED_PHOTOS as (h, w, 3) uint8 arrays, in label order."""
+    from sklearn.datasets import load_sample_images
+
+    try:
+        import skimage.data
+    except ImportError as e:  # a declared dependency; only a broken install lacks it
+        raise ImportError("labelled_photos needs scikit-image (a dependency of ssl_gen): "
+                          "pip install scikit-image") from e
+    sk = dict(zip(("china", "flower"), load_sample_images().images, strict=True))
+    photos = []
+    for name, origin in LABELLED_PHOTOS:
+        if origin == "sklearn":
+            photo = sk[name]
+        else:
+            photo = getattr(skimage.data, name)()
+            photo = photo[0] if isinstance(photo, tuple) else photo  # stereo: the left view
+        photos.append(np.ascontiguousarray(photo[..., :3], dtype=np.uint8))
+    return photos
+
+
+def labelled_photo_arrays() -> dict[str, dict[str, np.ndarray]]:
+    """32x32 RGB crops of ten photographs, each labelled by its photograph (10 classes).
+
+    The photographs are LABELLED_PHOTOS: scikit-learn's china.jpg and flower.jpg and eight
+    photos bundled in scikit-image's wheel (astronaut, a cat, coffee, a rocket, the Hubble
+    deep field, a retina, an immunohistochemistry slide, a motorcycle), at their native
+    resolutions (300x451 to 1411x1411: a crop covers a different fraction of each). As in
+    `photo_patch_arrays`, train crops lie in the left 75% of a photo's columns and test
+    crops in the right 25%, so no train and test crop share a pixel and a classifier must
+    generalize across regions of a photo, not recognize the crop. 1,000 train and 200 test
+    crops per photo (10,000 / 2,000), positions from `default_rng(1)`, photo by photo.
+
+    Returns:
+      `{"train": {...}, "test": {...}}` with `image` uint8 (n, 32, 32, 3), `label` int64
+      (n,) in 0..9 and `id` int64: train ids 0..9,999, test ids 10,000..11,999.
+    """
+    photos = _labelled_photos()
+    rng = np.random.default_rng(LABELLED_SEED)
+    out, next_id = {}, 0
+    for split, per in (("train", LABELLED_NUM_TRAIN), ("test", LABELLED_NUM_TEST)):
+        images = np.concatenate([_crops(p, split, per, rng) for p in photos]).astype(np.uint8)
+        n = len(images)
+        out[split] = {"image": images,
+                      "label": np.repeat(np.arange(len(photos), dtype=np.int64), per),
+                      "id": next_id + np.arange(n, dtype=np.int64)}
         next_id += n
     return out
 
@@ -265,5 +332,32 @@ class PhotoPatches(_EmbeddedBuilder):
         return photo_patch_arrays()
 
 
+class LabelledPhotos(_EmbeddedBuilder):
+    """32x32 RGB crops of ten photographs, labelled by photograph; disjoint train/test regions."""
+
+    name = "labelled_photos"
+
+    def _info(self):
+        names = [name for name, _ in LABELLED_PHOTOS]
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=("Random 32x32 crops of ten colour photographs shipped in the "
+                         "scikit-learn and scikit-image wheels, labelled by photograph "
+                         f"({', '.join(names)}); train crops from the left 75% of columns, "
+                         "test crops from the right 25%; 1,000 / 200 crops per photo, seed 1."),
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Tensor(shape=(PATCH_SIZE, PATCH_SIZE, 3),
+                                              dtype=np.uint8, encoding="bytes"),
+                "label": tfds.features.ClassLabel(names=names),
+                "id": tfds.features.Scalar(dtype=np.int64),
+            }),
+            supervised_keys=("image", "label"),
+            homepage="https://scikit-image.org/docs/stable/api/skimage.data.html",
+        )
+
+    def _arrays(self):
+        return labelled_photo_arrays()
+
+
 BUILDERS: dict[str, type[_EmbeddedBuilder]] = {
-    cls.name: cls for cls in (Digits, DigitsBinarized, Mnist1d, PhotoPatches)}
+    cls.name: cls for cls in (Digits, DigitsBinarized, Mnist1d, PhotoPatches, LabelledPhotos)}

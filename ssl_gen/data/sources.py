@@ -77,6 +77,13 @@ _EMBEDDED_SPECS = {
          "id": ((), "int64")},
         {"train": builders.PATCH_NUM_TRAIN, "test": builders.PATCH_NUM_TEST}, "image", None,
         256),
+    "labelled_photos": DatasetSpec(
+        "labelled_photos",
+        {"image": ((builders.PATCH_SIZE, builders.PATCH_SIZE, 3), "uint8"),
+         "label": ((), "int64"), "id": ((), "int64")},
+        {"train": builders.LABELLED_NUM_TRAIN * len(builders.LABELLED_PHOTOS),
+         "test": builders.LABELLED_NUM_TEST * len(builders.LABELLED_PHOTOS)}, "image",
+        len(builders.LABELLED_PHOTOS), 256),
 }
 # Grey levels of well-known tfds datasets whose dtype alone does not tell.
 _KNOWN_GREY_LEVELS = {"binarized_mnist": 2}

@@ -29,6 +29,7 @@ EXPECTED = {
                                      "grey": ((8, 8, 1), np.uint8, 0, 16)}),
     "mnist1d": (4000, 1000, {"x": ((40,), np.float32, None, None)}),
     "photo_patches": (20000, 2000, {"image": ((32, 32, 3), np.uint8, 0, 255)}),
+    "labelled_photos": (10000, 2000, {"image": ((32, 32, 3), np.uint8, 0, 255)}),
 }
 
 
@@ -73,6 +74,8 @@ def test_spec_levels_and_classes():
     assert data.dataset_info("mnist1d").grey_levels is None
     assert data.dataset_info("digits").num_classes == 10
     assert data.dataset_info("photo_patches").num_classes is None
+    assert data.dataset_info("labelled_photos").num_classes == 10
+    assert data.dataset_info("labelled_photos").grey_levels == 256
 
 
 def test_digits_equal_sklearn_rows_by_id(sources):
@@ -158,6 +161,22 @@ def test_photo_patches_train_and_test_regions_are_disjoint(sources):
             where = _locate(images[i], photos)
             assert where is not None, f"{split} crop {i} is not a crop of the photos"
             assert in_region(where[2]), f"{split} crop {i} at x={where[2]} outside its region"
+
+
+def test_labelled_photos_are_crops_of_their_labelled_photo_from_disjoint_regions(sources):
+    photos = builders._labelled_photos()
+    assert len(photos) == len(builders.LABELLED_PHOTOS) == 10
+    for split, in_region in (("train", lambda x, w: x + 32 <= int(w * 0.75)),
+                             ("test", lambda x, w: x >= int(w * 0.75))):
+        arrays = sources["labelled_photos"][split].arrays
+        counts = np.bincount(arrays["label"], minlength=10)
+        assert set(counts) == {len(arrays["label"]) // 10}, counts  # balanced classes
+        for i in np.linspace(0, len(arrays["image"]) - 1, 20).astype(int):
+            label = int(arrays["label"][i])
+            where = _locate(arrays["image"][i], [photos[label]])
+            assert where is not None, f"{split} crop {i} is not a crop of photo {label}"
+            assert in_region(where[2], photos[label].shape[1]), (
+                f"{split} crop {i} at x={where[2]} outside its region")
 
 
 def test_second_get_source_reuses_the_build(sources, data_dir, monkeypatch):
