@@ -1,0 +1,88 @@
+r"""Stage 2 of the digits VQ-VAE: a GPT prior over its 4x4 grid of K = 256 codes.
+
+The stage-1 autoencoder (`experiments/vqvae.py`) is loaded from its run's newest checkpoint
+through `config.init_from` (mapping {"vqvae": ""}: its whole tree, EMA codebook included,
+under this model's `vqvae/`) and stays frozen: the objective's one part owns only the
+GPT's parameters (`ssl_gen.objectives.prior`, `ssl_gen.models.vq_prior`). Each step
+encodes its batch of digits to codes and trains the GPT on next-code cross entropy. Each
+eval reports the test-split NLL (nats per image, bits per code) next to the unigram,
+position-unigram and uniform (log K) baselines, and writes a figure of decoded samples
+(`ssl_gen.evals.prior`, `plots/prior_samples_latest.png`); the final eval adds the
+MMD² of 360 decoded samples to the test digits, with its train-split floor and noise
+baseline (`ssl_gen.evals.two_sample`).
+
+Launch (stage 1, then stage 2 from that workdir):
+
+  python -m ssl_gen.main --config=experiments/vqvae.py --workdir=runs/vqvae
+  python -m ssl_gen.main --config=experiments/vq_prior.py:stage1=runs/vqvae \
+    --workdir=runs/vq_prior
+
+Arguments:
+  stage1=DIR  the stage-1 VQ-VAE run to load; its config must be experiments/vqvae.py's
+              default (the prior rebuilds that model to load it). Always give it: without
+              it the VQ-VAE stays at its random initialization (the prior then models an
+              untrained encoder's codes), which only smoke tests want (the config tests
+              validate and run every config without a prior run).
+
+Variants:
+  runlocal    tiny VQ-VAE and GPT, 10 steps (`runlocal,stage1=DIR` after vqvae.py:runlocal)
+
+Override anything: `--config.num_train_steps=4000 --config.model.kwargs.prior.dropout=0.2`.
+"""
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+try:
+    from experiments.common import parse_arg
+    from experiments.vqvae import get_config as vqvae_config
+except ImportError:  # installed, outside the repository: the configs ship as ssl_gen_experiments
+    from ssl_gen_experiments.common import parse_arg
+    from ssl_gen_experiments.vqvae import get_config as vqvae_config
+
+
+def get_config(arg=None):
+    arg = parse_arg(arg, stage1="", runlocal=False)
+    stage1 = vqvae_config("runlocal" if arg.runlocal else None)
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.dataset = ml_collections.ConfigDict(dict(
+        name="digits", data_dir=placeholder(str), train_split="train", eval_split="test",
+        preprocess=()))  # raw 0..16 grey levels: the VQ-VAE maps its data_range itself
+    c.batch_size = 64  # 64 digits x 16 codes = 1,024 next-code targets per step
+    c.eval_batch_size = 120  # 360 test digits = 3 batches
+    c.num_train_steps = 1_500  # 67 epochs; ~13 minutes on a shared 2-core CPU
+
+    c.model = ml_collections.ConfigDict(dict(name="vq_prior", input_key="image", kwargs=dict(
+        stage1=stage1.model.kwargs.to_dict(),  # the stage-1 model, rebuilt to load its run
+        # 4 pre-LN blocks of width 128 (~0.8M parameters) for 1,437 training digits: dropout
+        # and weight decay hold off over-fitting (the test NLL is the figure that counts).
+        prior=dict(variant="digits", dropout=0.1, tie_embeddings=True))))
+    if arg.stage1:  # the stage-1 run's whole tree, EMA codebook included, under vqvae/
+        c.init_from = ml_collections.ConfigDict(dict(path=arg.stage1, mapping={"vqvae": ""}))
+    c.objective = ml_collections.ConfigDict(dict(name="prior", kwargs=dict(input_key="image")))
+    c.optimizer = ml_collections.ConfigDict(dict(
+        name="adamw", learning_rate=1e-3, b1=0.9, b2=0.95, weight_decay=0.1,
+        weight_decay_mask="no_bias_norm", schedule="warmup_cosine", warmup_steps=100,
+        end_lr_factor=0.1, grad_clip_norm=1.0))  # GPT-style AdamW (nanoGPT's b2, wd, clip)
+    c.evals = ml_collections.ConfigDict(dict(
+        prior=dict(every_steps=500, kwargs=dict(field="image", num_samples=32)),
+        two_sample=dict(every_steps=0, kwargs=dict(num=360, field="image", grid=False))))
+    c.log_every_steps = 100
+    c.checkpoint_every_steps = 500
+    c.keep_checkpoints = 1
+    c.num_devices = placeholder(int)
+    c.prefetch = 2
+    c.progress_bar = True
+
+    if arg.runlocal:
+        c.batch_size = 32
+        c.num_train_steps = 10
+        c.model.kwargs.prior.update(variant="tiny", dropout=0.0)
+        c.optimizer.warmup_steps = 2
+        c.evals.prior.update(every_steps=5)
+        c.evals.prior.kwargs.num_samples = 8
+        c.evals.two_sample.kwargs.num = 32
+        c.log_every_steps = 5
+        c.checkpoint_every_steps = 10
+    return c
