@@ -21,12 +21,18 @@ then fine-tune from it (`experiments/vit_finetune.py`):
 
 Variants:
   digits     the default: 8x8 digits, patch 2, width-128 depth-4 encoder
+  photos     `labelled_photos` (32x32 crops of ten photos, labelled by photo), patch 4
   runlocal   tiny encoder and decoder, a few steps (seconds; the tests use it)
 
-`photo_patches` (the embedded photo crops) has no labels, so the probes cannot score it;
-pre-training on it runs with `--config.dataset.name=photo_patches` and the evals removed
-(its 32x32x3 crops need `--config.model.kwargs.image_size=32 channels=3`, and a larger
-patch). Override anything: `--config.num_train_steps=500 --config.objective.kwargs.mask_ratio=0.6`.
+`:photos` pre-trains on the embedded labelled photo set: 32x32 RGB crops of ten photographs,
+train and test crops from disjoint regions of each photo; 64 patches of 4x4, 16 seen by the
+encoder; the probes classify a test crop's photograph:
+
+  python -m ssl_gen.main --config=experiments/mae.py:photos --workdir=runs/mae_photos
+
+`photo_patches` (unlabelled crops of two photos) has no labels for the probes; `:photos` is
+the labelled natural-image set. Override anything: `--config.num_train_steps=500
+--config.objective.kwargs.mask_ratio=0.6`.
 """
 
 import ml_collections
@@ -46,9 +52,10 @@ TINY_ENCODER = dict(width=32, depth=2, num_heads=2, mlp_dim=64)
 TINY_DECODER = dict(decoder_width=32, decoder_depth=1, decoder_heads=2)
 
 
-def encoder(runlocal: bool = False) -> dict:
+def encoder(runlocal: bool = False, photos: bool = False) -> dict:
     """The encoder fields of mae.Model (the same names as vit.Model's)."""
-    return dict(TINY_ENCODER if runlocal else ENCODER, image_size=8, patch_size=2)
+    size = dict(image_size=32, patch_size=4) if photos else dict(image_size=8, patch_size=2)
+    return dict(TINY_ENCODER if runlocal else ENCODER, **size)
 
 
 def probes(every: int, *, runlocal: bool = False) -> ml_collections.ConfigDict:
@@ -61,7 +68,7 @@ def probes(every: int, *, runlocal: bool = False) -> ml_collections.ConfigDict:
 
 
 def get_config(arg=None):
-    arg = parse_arg(arg, digits=False, runlocal=False)
+    arg = parse_arg(arg, digits=False, photos=False, runlocal=False)
     c = ml_collections.ConfigDict()
     c.seed = 0
     # Pixels to [0, 1]: the grey levels 0..16 divided by 16 (evaluations read the same).
@@ -75,7 +82,7 @@ def get_config(arg=None):
     c.num_train_steps = 4_000
 
     c.model = ml_collections.ConfigDict(dict(name="mae", input_key="image", kwargs=dict(
-        variant="tiny", channels=1, **encoder(arg.runlocal),
+        variant="tiny", channels=3 if arg.photos else 1, **encoder(arg.runlocal, arg.photos),
         **(TINY_DECODER if arg.runlocal else DECODER))))
     # norm_pix_loss off: a 2x2 grey patch has 4 pixels, and normalizing each patch by its own
     # mean and variance throws away its mean intensity, most of what it holds (the paper's
@@ -102,6 +109,12 @@ def get_config(arg=None):
     c.num_devices = placeholder(int)
     c.prefetch = 2
     c.progress_bar = True
+    if arg.photos:
+        # 0..255 to [0, 1]; 10,000 training crops, so 2,000 steps are ~26 epochs.
+        c.dataset.update(name="labelled_photos", preprocess=(
+            {"name": "normalize", "scale": 1 / 255},))
+        c.eval_batch_size = 200
+        c.num_train_steps = 2_000
     if arg.runlocal:
         c.batch_size = 32
         c.num_train_steps = 20
