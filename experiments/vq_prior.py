@@ -28,6 +28,16 @@ Variants:
   runlocal    tiny VQ-VAE and GPT, 10 steps (`runlocal,stage1=DIR` after vqvae.py:runlocal)
 
 Override anything: `--config.num_train_steps=4000 --config.model.kwargs.prior.dropout=0.2`.
+
+Measured (600 steps, ~7 wall-minutes on a loaded 2-core CPU, from the experiments/vqvae.py
+default run, seed 0; test split, 360 digits, 16 codes each; `final` row):
+
+  prior (GPT)             54.49 nats/image   4.91 bits/code   (last 100 training batches,
+                                                               dropout on: 46.8)
+  position unigram        71.02              6.40
+  unigram                 86.99              7.84
+  uniform (log 256)       88.72              8.00
+  MMD² of 360 samples 0.0005, train-split floor 0.0013, uniform noise 0.355
 """
 
 import ml_collections
