@@ -18,8 +18,7 @@ Launch:
 
 Variants:
   digits     the default: BYOL on the 8x8 digits, batch 128, 1,200 steps
-  moco_v3    MoCo v3: 3-layer projector, InfoNCE against the momentum keys, T = 0.2,
-             momentum from 0.99 (the paper's ViT settings)
+  moco_v3    MoCo v3: 3-layer projector, InfoNCE on momentum keys, T 0.2, tau_base 0.99
   runlocal   narrower encoder and heads, a few steps (seconds; the tests use it)
 
 Override anything: `--config.objective.kwargs.tau_base=0.99 --config.num_train_steps=600`
