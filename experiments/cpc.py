@@ -2,14 +2,16 @@ r"""CPC pre-training (van den Oord et al. 2018) on the embedded MNIST-1D, scored
 
 The 40-step MNIST-1D signals (Greydanus 2020; the canonical 4,000 / 1,000 split, already
 about zero-mean and unit-variance, so no preprocessing) go through three causal strided
-convolutions (40 steps -> 20 frames of 2, 64-wide latents z_t) and a 128-wide GRU (c_t);
-W_k c_t predicts z_{t+k} for k = 1..4 and the InfoNCE loss (`ssl_gen.objectives.cpc`)
-picks each true z_{t+k} among the latents of every frame of every sequence in the batch
-(`negatives="both"`: N = 128 (20 - k) candidates). The representation is the context at
-the last frame, c_{T'} (`cpc.Model.features`, `pool="last"`), scored every 1,000 steps
-and at the end by few-shot ridge regression (1/5/10/25 shots), a weighted kNN and a linear
-probe, each next to the same probe on the raw 40-step signal and on the randomly
-initialized encoder (`ssl_gen.evals.representation`). The published MNIST-1D baselines
+convolutions (40 steps -> 10 frames of 4 with no overlap, 64-wide latents z_t) and a
+128-wide GRU (c_t); W_k c_t predicts z_{t+k} for k = 1..3 and the InfoNCE loss
+(`ssl_gen.objectives.cpc`) picks each true z_{t+k} among the latents of every frame of every
+sequence in the batch (`negatives="both"`: N = 128 (10 - k) candidates). The representation
+is the context averaged over the frames (`cpc.Model.features`, `pool="mean"`: under the
+same linear probe it beat the last frame's context at initialization, 0.74 against 0.48,
+and after 1,500 steps with batch negatives, 0.81 against 0.62), scored at the end by
+few-shot ridge regression (1/5/10/25 shots), a weighted kNN and a linear probe, each next
+to the same probe on the raw 40-step signal and on the randomly initialized encoder
+(`ssl_gen.evals.representation`). The published MNIST-1D baselines
 (Greydanus 2020, Table 1) are logistic regression 32 % and an MLP 68 % on the raw signal.
 
 Launch:
@@ -22,8 +24,8 @@ Variants:
 
 Options: `--config.objective.kwargs.negatives=batch` (other sequences at the same frame)
 or `time` (other frames of the same sequence); `--config.model.kwargs.context=transformer`
-(a 2-block causal transformer instead of the GRU); `--config.model.kwargs.pool=mean`
-(features averaged over the frames).
+(a 2-block causal transformer instead of the GRU); `--config.model.kwargs.pool=last`
+(the context at the last frame, the paper's c_t, as features).
 """
 
 import ml_collections
@@ -46,11 +48,12 @@ def get_config(arg=None):
         preprocess=()))
     c.batch_size = 128
     c.eval_batch_size = 200
-    # 3,000 steps = 96 epochs of the 4,000 training signals.
-    c.num_train_steps = 3_000
+    # 1,500 steps = 48 epochs of the 4,000 training signals (about 10 minutes on two shared
+    # CPU cores).
+    c.num_train_steps = 1_500
 
     c.model = ml_collections.ConfigDict(dict(name="cpc", input_key="x", kwargs=dict(
-        variant="tiny" if arg.runlocal else "mnist1d", context="gru", pool="last")))
+        variant="tiny" if arg.runlocal else "mnist1d", context="gru", pool="mean")))
     c.objective = ml_collections.ConfigDict(dict(name="cpc", kwargs=dict(
         negatives="both", input_key="x")))
 
@@ -61,12 +64,12 @@ def get_config(arg=None):
         weight_decay_mask="no_bias_norm", schedule="warmup_cosine", warmup_steps=100,
         end_lr_factor=0.0, grad_clip_norm=1.0))
 
-    every = 1_000
+    every = 1_500
     c.evals = probes(every, runlocal=arg.runlocal)
     for ev in c.evals.values():
         ev.kwargs.field = "x"
     c.log_every_steps = 100
-    c.checkpoint_every_steps = 1_000
+    c.checkpoint_every_steps = 500
     c.keep_checkpoints = 2
     c.num_devices = placeholder(int)
     c.prefetch = 2
