@@ -17,9 +17,10 @@ k - s zeros on the left, so its output t reads its inputs [s t - (k - s), s t + 
 T' = T / stride exactly. By induction frame t of the encoder reads no input after
 `last_input(t) = stride (t + 1) - 1`, and c_t (GRU or masked attention over z_{<=t}) none
 either: the context at frame t sees x up to the end of frame t and nothing of the future
-that W_k c_t must predict (tests/models/test_cpc.py checks it by gradients). The encoder's
-receptive field still reaches back over several frames, as the paper's (465 samples at
-stride 160), so z_{t+k} and c_t share some input for small k.
+that W_k c_t must predict (tests/models/test_cpc.py checks it by gradients). With kernels
+wider than the strides the encoder's receptive field reaches back over several frames, as
+the paper's does (465 samples at stride 160), so z_{t+k} and c_t share input for small k;
+the "mnist1d" variant has none (its VARIANTS comment says why).
 
 Features (the `FeatureExtractor` protocol, for the few-shot / kNN / linear-probe evals):
 `pool="last"` (default) is c at the last frame, the paper's choice for its linear

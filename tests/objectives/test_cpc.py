@@ -110,7 +110,7 @@ def planted(key, b, t=32):
 def test_cpc_learns_a_planted_structure():
     """300 Adam steps (seed 0) on batches of 16 planted sequences, "batch" negatives
     (N = 16, chance 1/16): the mean step accuracy on fresh sequences ends above 0.5, eight
-    times chance, starting at most 0.3."""
+    times chance, starting at most 0.3 (measured: 0.095 -> 0.904)."""
     model = cpc_model.Model(variant="tiny", widths=(16, 16), context_dim=16)
     params = model.init(jax.random.key(0), planted(jax.random.key(0), 2))
     tx = optax.adam(3e-3)
