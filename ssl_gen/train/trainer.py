@@ -351,10 +351,17 @@ def _compare_run(workdir: str, config, allow_config_change: bool
     Returns (the stored final metrics when the run finished already under the same config,
     up to `workdir.HARMLESS` settings, so nothing is repeated, else None; the changes to
     record). Raises a one-line ConfigError for a changed config unless
-    `allow_config_change`. A workdir without checkpoints or final metrics holds no run.
+    `allow_config_change`. A workdir without checkpoints or final metrics holds no run; one
+    with checkpoints but no stored config holds a run of unknown config (copied checkpoints,
+    or a killed run's last save landing in a recreated workdir): a one-line ConfigError too.
     """
     ckpt_dir = os.path.join(workdir, "checkpoints")
     has_run = os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))
+    if has_run and not allow_config_change and workdir_lib.stored_config(workdir) is None:
+        raise ConfigError(
+            f"--workdir={workdir} holds checkpoints but no {workdir_lib.CONFIG_FILE}, so which "
+            "config trained them is unknown: use a new --workdir, or pass "
+            "--allow_config_change to resume them under this config")
     done = workdir_lib.finished(workdir)
     changes = workdir_lib.config_changes(workdir, config) if (has_run or done) else {}
     if not allow_config_change:

@@ -70,6 +70,25 @@ def test_an_allowed_change_resumes_and_is_recorded(finished):
     assert [r["step"] for r in _rows(workdir) if r["split"] == "final"] == [6, 8]
 
 
+def test_checkpoints_without_a_stored_config_are_refused_in_one_line(finished):
+    config, workdir, _ = finished
+    os.remove(os.path.join(workdir, "config.json"))  # e.g. checkpoints copied in by hand
+    os.remove(os.path.join(workdir, workdir_lib.FINAL_FILE))
+    before = _files(workdir)
+    with pytest.raises(ConfigError) as e:
+        trainer.train_and_evaluate(config, workdir)
+    msg = str(e.value)
+    assert "\n" not in msg and "no config.json" in msg and "--allow_config_change" in msg
+    assert _files(workdir) == before
+    early = [r for r in _rows(workdir) if r["split"] == "train"]
+    config.num_train_steps = 8  # allowed: resumes from the newest checkpoint (step 6)
+    final = trainer.train_and_evaluate(config, workdir, allow_config_change=True)
+    assert final["step"] == 8
+    steps = [r["step"] for r in _rows(workdir) if r["split"] == "train"]
+    assert steps[:len(early)] == [r["step"] for r in early] and min(steps[len(early):]) > 6
+    assert os.path.exists(os.path.join(workdir, "config.json"))
+
+
 def test_a_checkpoint_of_other_shapes_is_never_called_corrupt_or_moved(finished):
     config, workdir, _ = finished
     before = _files(workdir)
