@@ -14,6 +14,7 @@
   held-out contrastive accuracy to over 10x chance (slow).
 """
 
+import functools
 import math
 
 import jax
@@ -44,8 +45,8 @@ def _objective(model, **kwargs):
 
 
 def _state(model, obj, tx, seed=1):
-    variables = model.init(jax.random.key(seed), jnp.zeros((1, 8, 8, 1)))
-    return init_state(variables, obj, {"model": tx})
+    init = lambda k: init_state(model.init(k, jnp.zeros((1, 8, 8, 1))), obj, {"model": tx})
+    return jax.jit(init)(jax.random.key(seed))
 
 
 def _step(obj, tx, state, num_devices):
@@ -57,6 +58,7 @@ def _step(obj, tx, state, num_devices):
     return step, mesh, jax.device_put(state, shard)
 
 
+@pytest.mark.slow  # two compiles of the train step (1 and 8 devices): ~30 s under load
 def test_nt_xent_negatives_are_the_global_batch_8_devices_equal_1():
     model = cmodel.Model(**TINY)
     obj = _objective(model, method="simclr", temperature=0.5)
@@ -78,9 +80,9 @@ def test_nt_xent_negatives_are_the_global_batch_8_devices_equal_1():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), c8, c1)
     # What the test tells apart: with each device's 2 examples as its only negatives the loss
     # is far lower (2 negatives per anchor instead of 30).
-    (z, _), _ = model.apply(state["params"] | state["collections"],
-                            jnp.concatenate([batch["views"][:, 0], batch["views"][:, 1]]),
-                            train=True, mutable=["batch_stats"])
+    (z, _), _ = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
+        state["params"] | state["collections"],
+        jnp.concatenate([batch["views"][:, 0], batch["views"][:, 1]]))
     z1, z2 = z[:B], z[B:]
     local = np.mean([float(cl.nt_xent(z1[i:i + 2], z2[i:i + 2], 0.5)) for i in range(0, B, 2)])
     assert float(m1["loss"]) - local > 1.0, (float(m1["loss"]), local)
@@ -125,12 +127,27 @@ def test_target_is_an_exact_ema_of_the_online_parameters(method):
     assert gap > 1e-3  # the target is not the online network (the EMA did something)
 
 
-def _parts(model, params, target, collections, views):
+@functools.partial(jax.jit, static_argnums=0)
+def _jit_parts(model, params, target, collections, views):
     x = jnp.concatenate([views[:, 0], views[:, 1]])
     (_, aux), _ = model.apply(params | collections, x, train=True, mutable=["batch_stats"])
     (_, t), _ = model.apply(target | collections, x, train=True, mutable=["batch_stats"],
                             method="project")
-    return np.asarray(aux["prediction"], np.float64), np.asarray(t, np.float64)
+    return aux["prediction"], t
+
+
+def _parts(model, params, target, collections, views):
+    q, t = _jit_parts(model, params, target, collections, views)
+    return np.asarray(q, np.float64), np.asarray(t, np.float64)
+
+
+def _loss(model, **kwargs):
+    """The jitted loss_fn(params, views, target, collections) of `method` on `model`."""
+    def fn(params, views, target, collections):
+        return cobj.loss_fn(params, {"views": views}, None, model=model,
+                            collections=collections, extra={"target": target}, step=0,
+                            **kwargs)
+    return jax.jit(fn)
 
 
 def _cos(a, b):
@@ -140,7 +157,7 @@ def _cos(a, b):
 @pytest.fixture(scope="module")
 def byol_setup():
     model = cmodel.Model(**TINY, predictor_hidden=16)
-    variables = model.init(jax.random.key(3), jnp.zeros((1, 8, 8, 1)))
+    variables = jax.jit(model.init)(jax.random.key(3), jnp.zeros((1, 8, 8, 1)))
     params, collections = {"params": variables["params"]}, {"batch_stats": variables["batch_stats"]}
     noise = jax.random.key(4)
     target = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(noise, p.shape), params)
@@ -150,9 +167,7 @@ def byol_setup():
 def test_byol_loss_is_two_minus_two_cosine(byol_setup):
     model, params, target, collections = byol_setup
     views = _views(5)
-    loss, aux = cobj.loss_fn(params, {"views": views}, jax.random.key(0), model=model,
-                             collections=collections, extra={"target": target}, step=0,
-                             method="byol")
+    loss, aux = _loss(model, method="byol")(params, views, target, collections)
     q, t = _parts(model, params, target, collections, views)
     want = np.mean(2 - 2 * _cos(q[:B], t[B:])) + np.mean(2 - 2 * _cos(q[B:], t[:B]))
     np.testing.assert_allclose(float(loss), want, rtol=1e-5)
@@ -165,9 +180,8 @@ def test_byol_loss_is_two_minus_two_cosine(byol_setup):
 def test_moco_v3_loss_is_symmetric_scaled_infonce(byol_setup):
     model, params, target, collections = byol_setup
     views, temp = _views(6), 0.2
-    loss, _ = cobj.loss_fn(params, {"views": views}, jax.random.key(0), model=model,
-                           collections=collections, extra={"target": target}, step=0,
-                           method="moco_v3", temperature=temp)
+    loss, _ = _loss(model, method="moco_v3", temperature=temp)(params, views, target,
+                                                               collections)
     q, k = _parts(model, params, target, collections, views)
     unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
 
@@ -184,10 +198,10 @@ def test_no_gradient_reaches_the_target(byol_setup):
     model, params, _, collections = byol_setup
     target = jax.tree.map(jnp.copy, params)  # as at step 0: target == online
     views = _views(7)
-    loss = lambda p, t: cobj.loss_fn(p, {"views": views}, jax.random.key(0), model=model,
+    loss = lambda p, t: cobj.loss_fn(p, {"views": views}, None, model=model,
                                      collections=collections, extra={"target": t}, step=0,
                                      method="byol")[0]
-    g_online, g_target = jax.grad(loss, argnums=(0, 1))(params, target)
+    g_online, g_target = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, target)
     assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(g_target))
     # The online gradient is that of the loss against constant targets.
     _, t = _parts(model, params, target, collections, views)
@@ -200,7 +214,7 @@ def test_no_gradient_reaches_the_target(byol_setup):
         return (jnp.mean(cobj.regression_loss(q[:B], t[B:]))
                 + jnp.mean(cobj.regression_loss(q[B:], t[:B])))
 
-    want = jax.grad(against_constants)(params)
+    want = jax.jit(jax.grad(against_constants))(params)
     jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-7),
                  g_online, want)
     assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(g_online)) > 0
@@ -238,8 +252,8 @@ def test_model_is_a_feature_extractor_with_the_documented_shapes():
     model = cmodel.Model(**TINY, predictor_hidden=16)
     assert isinstance(model, protocols.FeatureExtractor)
     x = jnp.zeros((3, 8, 8, 1))
-    variables = model.init(jax.random.key(0), x)
-    z, aux = model.apply(variables, x)
+    variables = jax.jit(model.init)(jax.random.key(0), x)
+    z, aux = jax.jit(model.apply)(variables, x)
     assert z.shape == (3, 8) and aux["prediction"].shape == (3, 8)
     assert model.apply(variables, x, method=model.features).shape == (3, 8)  # widths[-1]
 
