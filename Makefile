@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # CLI test's launches, run once). `make test PYTEST_WORKERS=0` runs in one process.
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test lint install clean
+.PHONY: run test test-slow lint install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,11 +37,22 @@ run: $(STAMP)
 	  --config.estimators=disarm --config.track=rloo,arm,disarm --config.num_train_steps=1000 \
 	  --workdir=$(WORKDIR)/bernoulli
 
+# `make test`: ruff and every test not marked `slow` (under 15 min on 2 cores).
+# `make test-slow`: the `slow` ones (multi-process, kill-and-resume, notebooks, end-to-end
+# runlocal launches; CI runs both). `make test PYTEST_MARKERS=` runs the whole suite at once.
+PYTEST_MARKERS ?= not slow
+
 test: $(STAMP)
 	$(PY) -m ruff check ssl_gen experiments tests benchmarks
 	@# pytest exits 5 when it collected no tests: that is a failure, never a pass.
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS); rc=$$?; \
-	  if [ $$rc -eq 5 ]; then echo 'make test: pytest collected no tests' >&2; exit 1; fi; exit $$rc
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope -m "$(PYTEST_MARKERS)" $(PYTEST_ARGS); \
+	  rc=$$?; if [ $$rc -eq 5 ]; then echo 'make test: pytest collected no tests' >&2; exit 1; fi; \
+	  exit $$rc
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope -m slow $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo 'make test-slow: pytest collected no tests' >&2; exit 1; fi; \
+	  exit $$rc
 
 lint: $(STAMP)
 	$(PY) -m ruff check ssl_gen experiments tests benchmarks

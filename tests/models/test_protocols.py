@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from ssl_gen.models import dvae, gan, mae, protocols, vae, vit
+from ssl_gen.models import contrastive, cpc, dvae, gan, mae, protocols, vae, vit
 
 P = protocols
 X = jnp.zeros((2, 8, 8, 1), jnp.uint8)
@@ -28,6 +28,13 @@ CASES = {
     "mae": (lambda: mae.Model(variant="tiny", image_size=8, channels=1),
             {P.FeatureExtractor},
             {P.LatentModel, P.ImageModel, P.DiscreteLatents, P.PriorSampler, P.Sampler}),
+    "cpc": (lambda: cpc.Model(variant="mnist1d"),
+            {P.FeatureExtractor},
+            {P.LatentModel, P.ImageModel, P.DiscreteLatents, P.PriorSampler, P.Sampler}),
+    "contrastive": (lambda: contrastive.Model(),
+                    {P.FeatureExtractor},
+                    {P.LatentModel, P.ImageModel, P.DiscreteLatents, P.PriorSampler,
+                     P.Sampler}),
 }
 
 

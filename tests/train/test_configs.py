@@ -43,6 +43,7 @@ def test_every_variant_loads_and_validates(path):
         config_check.validate(config)
 
 
+@pytest.mark.slow  # one end-to-end launch per config, its evaluations included
 @pytest.mark.parametrize("path", EXPERIMENTS)
 def test_runlocal_trains_two_steps(path, data_dir, tmp_path):
     config = load_config(path, "runlocal")
