@@ -28,7 +28,7 @@ install: $(STAMP)
 # data. Categorical latents: REINFORCE-LOO, Gumbel-Softmax and straight-through trained
 # 2,000 steps each, and every categorical estimator of the library (14) measured at their
 # parameters 4 times along each trajectory; Bernoulli latents: DisARM trained 1,000 steps,
-# with ARM, DisARM and RLOO measured along it. ~7 min on 2 CPU cores; prints the tables
+# with ARM, DisARM and RLOO measured along it. ~5 min on 2 CPU cores; prints the tables
 # and writes $(WORKDIR)/{categorical,bernoulli}/report.md with the plots.
 run: $(STAMP)
 	$(PY) -m ssl_gen.main --config=experiments/dvae_estimators.py:categorical,sweep \

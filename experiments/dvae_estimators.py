@@ -245,7 +245,7 @@ def _sweep(c, arg):
     c.evals.gradient_variance = dict(every_steps=100, kwargs=dict(num_replicas=64,
                                                                   batch_size=64))
     c.evals.images.every_steps = 0  # final grids only
-    if not (arg.runlocal or arg.binarized_mnist or arg.mnist):  # `make run`: ~7 min, 2 CPUs
+    if not (arg.runlocal or arg.binarized_mnist or arg.mnist):  # `make run`: ~5 min, 2 CPUs
         c.num_train_steps = SWEEP_STEPS
         c.evals.iwae.every_steps = 250
         c.log_every_steps = 50
