@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 
 from ssl_gen.train import trainer
-from ssl_gen.train.checkpoint import Checkpointer
-from tests.train.conftest import ROOT, runlocal_config
+from tests.train.conftest import ROOT, restore_newest, runlocal_config
 
 STEPS = 100
 EVERY = 50
@@ -69,16 +68,6 @@ def _train_losses(workdir):
         rows = [json.loads(line) for line in f if line.strip()]
     rows = [r for r in rows if r["split"] == "train"]
     return [r["step"] for r in rows], np.array([r["loss"] for r in rows])
-
-
-def _restore(abstract_state, workdir):
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every_steps=EVERY)
-    try:
-        restored = ckpt.restore_latest(abstract_state)
-    finally:
-        ckpt.close()
-    assert restored is not None, f"nothing restores in {workdir}"
-    return restored
 
 
 @pytest.mark.slow
@@ -134,8 +123,8 @@ def test_two_processes_match_one_process_with_the_same_devices(data_dir, tmp_pat
         steps_on_disk = sorted(int(n) for n in os.listdir(os.path.join(w, "checkpoints"))
                                if n.isdigit())
         assert steps_on_disk == [EVERY, STEPS], (w, steps_on_disk)
-    step, state, data_state = _restore(abstract_state, multi)
-    step_1, state_1, data_state_1 = _restore(abstract_state, single)
+    step, state, data_state = restore_newest(abstract_state, multi)
+    step_1, state_1, data_state_1 = restore_newest(abstract_state, single)
     assert step == step_1 == STEPS and data_state == data_state_1
     flat, treedef = jax.tree.flatten_with_path(state)
     flat_1, treedef_1 = jax.tree.flatten_with_path(state_1)
