@@ -123,12 +123,13 @@ def evaluate(state, ctx, *, field: str = "image", num_samples: int = 32,
         raise ValueError(f"prior: num_samples must be >= 1, got {num_samples!r}")
     model = ctx.model
     variables = model_variables(state)
-    total, n, test_counts = 0.0, 0.0, None
+    total, n, test_counts = 0.0, 0.0, None  # summed on the devices, read once at the end
     for batch in ctx.eval_batches():
         mask = batch["example_mask"]
         s, counts = _batch_stats(model, variables, batch[field], mask)
-        total, n = total + float(s), n + float(jnp.sum(mask))
+        total, n = total + s, n + jnp.sum(mask)
         test_counts = counts if test_counts is None else test_counts + counts
+    total, n = float(total), float(n)
     if n == 0:
         raise ValueError("prior: the eval split is empty")
     length, k = model.seq_len, model.codebook_size

@@ -85,10 +85,14 @@ def tau_schedule(step, tau_base: float, total_steps: int) -> jax.Array:
     return 1.0 - (1.0 - tau_base) * (jnp.cos(math.pi * k / total_steps) + 1.0) / 2.0
 
 
+def _unit(v: jax.Array) -> jax.Array:
+    """v / ||v|| along the last axis (0 stays 0)."""
+    return v * jax.lax.rsqrt(jnp.maximum(jnp.sum(v * v, -1, keepdims=True), 1e-24))
+
+
 def regression_loss(p: jax.Array, t: jax.Array) -> jax.Array:
     """BYOL's per-example loss ||p/||p|| - t/||t|| ||^2 = 2 - 2 cos(p, t): (B,)."""
-    unit = lambda v: v * jax.lax.rsqrt(jnp.maximum(jnp.sum(v * v, -1, keepdims=True), 1e-24))
-    p, t = unit(p.astype(jnp.float32)), unit(t.astype(jnp.float32))
+    p, t = _unit(p.astype(jnp.float32)), _unit(t.astype(jnp.float32))
     return jnp.sum((p - t) ** 2, axis=-1)
 
 
@@ -144,10 +148,8 @@ def loss_fn(params, batch, rng, *, model, collections, extra, step, method: str 
         loss = jnp.mean(regression_loss(q1, t2)) + jnp.mean(regression_loss(q2, t1))
         metrics["cosine"] = 1.0 - 0.25 * jax.lax.stop_gradient(loss)  # mean cos(q, t')
     else:
-        unit = lambda v: v * jax.lax.rsqrt(jnp.maximum(jnp.sum(v * v, -1, keepdims=True),
-                                                       1e-24))
-        s12 = unit(q1) @ unit(t2).T  # (B, B) cosine similarities, positives on the diagonal
-        s21 = unit(q2) @ unit(t1).T
+        s12 = _unit(q1) @ _unit(t2).T  # (B, B) cosine similarities, positives on the diagonal
+        s21 = _unit(q2) @ _unit(t1).T
         loss = 2 * temperature * (cl.info_nce_loss(s12, "diagonal", temperature)
                                   + cl.info_nce_loss(s21, "diagonal", temperature))
         metrics["contrastive_acc"] = 0.5 * (cl.contrastive_accuracy(s12)
