@@ -41,6 +41,13 @@ Ops (images are (batch, height, width, channels)):
   the order at random), each factor ~ U[1 - s, 1 + s], hue a rotation of the YIQ chroma
   plane by U[-h, h] turns; clipped to [0, max_value] after each step.
 - `grayscale(p=1)`: ITU-R 601 luma, replicated over the channels.
+- `gaussian_blur(kernel_size=None, sigma=(0.1, 2.0), p=0.5)`: SimCLR's blur (Chen et al.
+  2020, Appendix A; its code's `gaussian_blur`): sigma ~ U[sigma], a separable normalized
+  Gaussian kernel exp(-t^2 / (2 sigma^2)), t = -r..r, convolved with zero ('SAME')
+  padding, per channel. `kernel_size` None is SimCLR's rule, about 10 % of the image
+  side: r = (height // 10) // 2, kernel 2r + 1 (1, no blur, below 20 pixels: give an odd
+  size such as 3 for 8x8 digits). `p` a probability, or one per view inside `views`
+  (BYOL's asymmetric 1.0 / 0.1, Grill et al. 2020, Table 6).
 - `views(ops, num=2, out="views")`: `ops` applied `num` times with independent randomness;
   `out` holds the views stacked on axis 1: (batch, num, ...). The source field is kept.
 """
@@ -165,6 +172,8 @@ class Context(NamedTuple):
       train: True in training, False for the deterministic evaluation forms.
       keys: uint64 (batch,): `example_keys(seed, epoch, example)`, re-hashed per view.
       salt: the op's position (set by `apply`), so two ops of one kind draw independently.
+      view_index: which view of `views` this is (0 outside it): ops with per-view settings
+        (gaussian_blur's p) read theirs.
     """
 
     seed: int
@@ -173,6 +182,7 @@ class Context(NamedTuple):
     train: bool
     keys: np.ndarray
     salt: int = 0
+    view_index: int = 0
 
     @classmethod
     def make(cls, seed: int, epoch: int | np.ndarray, example: np.ndarray, *,
@@ -190,7 +200,7 @@ class Context(NamedTuple):
     def view(self, v: int) -> Context:
         """The context of view `v`: keys re-hashed, so views draw independently."""
         keys = _mix64(self.keys + np.uint64(_mix64_int(_OP_TAG ^ (v + 1) * _GOLDEN_INT)))
-        return self._replace(keys=keys)
+        return self._replace(keys=keys, view_index=v)
 
 
 class Op(NamedTuple):
@@ -378,6 +388,47 @@ def grayscale(batch, ctx, *, field="image", p=1.0):
     return batch
 
 
+def blur_kernels(sigma: np.ndarray, radius: int) -> np.ndarray:
+    """Normalized 1-D Gaussian kernels exp(-t^2 / (2 sigma^2)), t = -radius..radius, one per
+    sigma (B,): float32 (B, 2 radius + 1)."""
+    t = np.arange(-radius, radius + 1, dtype=np.float64)
+    k = np.exp(-t[None, :] ** 2 / (2 * np.asarray(sigma, np.float64)[:, None] ** 2))
+    return (k / k.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def blur(x: np.ndarray, kernels: np.ndarray) -> np.ndarray:
+    """Each example of x (B, H, W, C) convolved with its separable kernel (B, K) along H
+    then W, zero padding, output the input's size (TF's 'SAME'): float32 (B, H, W, C)."""
+    x = x.astype(np.float32, copy=False)
+    r = kernels.shape[1] // 2
+    height, width = x.shape[1:3]
+    k = kernels[:, :, None, None, None]  # (B, K, 1, 1, 1): broadcast over H, W, C
+    xp = np.pad(x, ((0, 0), (r, r), (0, 0), (0, 0)))
+    y = sum(k[:, t] * xp[:, t:t + height] for t in range(2 * r + 1))  # rows
+    yp = np.pad(y, ((0, 0), (0, 0), (r, r), (0, 0)))
+    return sum(k[:, t] * yp[:, :, t:t + width] for t in range(2 * r + 1))  # columns
+
+
+def gaussian_blur(batch, ctx, *, field="image", kernel_size=None, sigma=(0.1, 2.0), p=0.5):
+    x = batch[field].astype(np.float32)
+    if isinstance(p, (tuple, list)):
+        if ctx.view_index >= len(p):
+            raise ValueError(f"gaussian_blur: p={p!r} has no entry for view {ctx.view_index}")
+        p = p[ctx.view_index]
+    radius = (x.shape[1] // 10) // 2 if kernel_size is None else kernel_size // 2
+    u = ctx.uniform(2)
+    on = u[:, 1] < p
+    if radius == 0 or not on.any():
+        batch[field] = x
+        return batch
+    s = sigma[0] + (sigma[1] - sigma[0]) * u[:, 0]
+    y = blur(x[on], blur_kernels(s[on], radius))
+    out = x.copy()
+    out[on] = y
+    batch[field] = out
+    return batch
+
+
 def views(batch, ctx, *, ops, field="image", num=2, out="views"):
     made = [apply(ops, batch, ctx.view(v))[field] for v in range(num)]
     batch[out] = np.stack(made, axis=1)  # (B, num, ...)
@@ -390,7 +441,8 @@ def _pair(size) -> tuple[int, int]:
 
 _OPS: dict[str, Callable[..., dict]] = {
     "normalize": normalize, "binarize": binarize, "random_resized_crop": random_resized_crop,
-    "flip": flip, "color_jitter": color_jitter, "grayscale": grayscale, "views": views}
+    "flip": flip, "color_jitter": color_jitter, "grayscale": grayscale,
+    "gaussian_blur": gaussian_blur, "views": views}
 _IN_EVAL: dict[str, Callable[[Mapping[str, Any]], bool]] = {
     "normalize": lambda kw: True,
     "binarize": lambda kw: kw.get("eval") is not None,
@@ -398,6 +450,7 @@ _IN_EVAL: dict[str, Callable[[Mapping[str, Any]], bool]] = {
     "flip": lambda kw: False,
     "color_jitter": lambda kw: False,
     "grayscale": lambda kw: kw.get("p", 1.0) >= 1,
+    "gaussian_blur": lambda kw: False,
     "views": lambda kw: True,
 }
 OP_NAMES = tuple(_OPS)
@@ -471,12 +524,31 @@ def _check(name: str, kw: dict, where: str) -> dict:
             raise bad("hue", "in [0, 0.5] (turns)")
         if "max_value" in kw and not (_is_num(kw["max_value"]) and kw["max_value"] > 0):
             raise bad("max_value", "a number > 0")
+    elif name == "gaussian_blur":
+        k = kw.get("kernel_size")
+        if k is not None and not (isinstance(k, (int, np.integer)) and not isinstance(k, bool)
+                                  and k >= 1 and k % 2 == 1):
+            raise bad("kernel_size", "None (SimCLR's 10 % of the image side) or an odd int >= 1")
+        if not _is_range(kw.get("sigma", (0.1, 2.0))):
+            raise bad("sigma", "(low, high) with 0 < low <= high")
+        p = kw.get("p", 0.5)
+        if not (_is_prob(p) or (isinstance(p, (tuple, list)) and p and all(map(_is_prob, p)))):
+            raise bad("p", "a probability in [0, 1], or one per view")
+        kw["sigma"] = tuple(float(a) for a in kw.get("sigma", (0.1, 2.0)))
+        if isinstance(p, (tuple, list)):
+            kw["p"] = tuple(float(a) for a in p)
     elif name == "views":
-        if not (isinstance(kw.get("num", 2), int) and kw.get("num", 2) >= 1):
+        num = kw.get("num", 2)
+        if not (isinstance(num, int) and num >= 1):
             raise bad("num", "an int >= 1")
         if not isinstance(kw.get("out", "views"), str):
             raise bad("out", "a field name")
         kw["ops"] = parse(kw.get("ops", ()), f"{where}.views.ops")
+        for j, op in enumerate(kw["ops"]):
+            p = op.kwargs.get("p")
+            if isinstance(p, tuple) and len(p) != num:
+                raise ValueError(f"{where}.views.ops[{j}]: {op.name}'s p={p!r} must have one "
+                                 f"entry per view (num={num})")
     return kw
 
 

@@ -29,6 +29,7 @@ RANDOM_OPS = [
     {"name": "random_resized_crop", "size": 8},
     {"name": "color_jitter", "p": 1.0},
     {"name": "grayscale", "p": 0.5},
+    {"name": "gaussian_blur", "kernel_size": 3, "p": 0.5},
 ]
 
 
@@ -182,6 +183,57 @@ def test_grayscale_is_the_luma_on_every_channel(images):
                                        _ctx(train=False)), images)
 
 
+def _scipy_blur(image, sigma, size):
+    """The reference: a 2-D convolution with the outer product of the normalized 1-D Gaussian,
+    zero padding, per channel (scipy)."""
+    from scipy.signal import convolve2d
+
+    t = np.arange(size) - size // 2
+    g = np.exp(-t ** 2 / (2 * sigma ** 2))
+    k2 = np.outer(g, g) / g.sum() ** 2
+    return np.stack([convolve2d(image[..., c], k2, mode="same") for c in
+                     range(image.shape[-1])], -1)
+
+
+def test_gaussian_blur_is_the_direct_convolution(images):
+    spec = {"name": "gaussian_blur", "kernel_size": 5, "sigma": (0.1, 2.0), "p": 0.5}
+    ctx = _ctx(epoch=1)
+    out = _run(spec, images, ctx)
+    u = ctx.uniform(2)  # the op's uniforms (it is op 0: salt 0): sigma, then the coin
+    sigma = 0.1 + 1.9 * u[:, 0]
+    on = u[:, 1] < 0.5
+    assert 16 < on.sum() < 48  # Binomial(64, 1/2): within 4 sd
+    for b in range(B):
+        want = _scipy_blur(images[b].astype(np.float64), sigma[b], 5) if on[b] else images[b]
+        np.testing.assert_allclose(out[b], want, rtol=0, atol=2e-6)
+    assert np.abs(out[on] - images[on]).max() > 0.05  # the blur did something
+    assert 0.1 <= sigma.min() and sigma.max() <= 2.0 and sigma.max() - sigma.min() > 1.5
+    np.testing.assert_array_equal(_run(spec, images, _ctx(train=False)), images)  # eval: off
+
+
+def test_gaussian_blur_default_kernel_is_ten_percent_of_the_side():
+    x = np.random.default_rng(2).random((4, 40, 40, 1)).astype(np.float32)
+    ctx = pp.Context.make(0, 0, np.arange(4))
+    out = _run({"name": "gaussian_blur", "p": 1.0}, x, ctx)
+    sigma = 0.1 + 1.9 * ctx.uniform(2)[:, 0]
+    for b in range(4):  # 40 // 10 = 4: SimCLR's radius 2, kernel 5
+        np.testing.assert_allclose(out[b], _scipy_blur(x[b].astype(np.float64), sigma[b], 5),
+                                   atol=2e-6)
+    small = np.random.default_rng(2).random((4, 12, 12, 1)).astype(np.float32)
+    np.testing.assert_array_equal(_run({"name": "gaussian_blur", "p": 1.0}, small, ctx), small)
+
+
+def test_gaussian_blur_per_view_probabilities(images):
+    blur = {"name": "gaussian_blur", "kernel_size": 3, "sigma": (1.0, 2.0), "p": (1.0, 0.0)}
+    out = pp.apply(pp.parse([{"name": "views", "ops": [blur], "num": 2}]), {"image": images},
+                   _ctx())["views"]
+    np.testing.assert_array_equal(out[:, 1], images)  # view 1: p = 0, never blurred
+    changed = np.abs(out[:, 0] - images).reshape(B, -1).max(1)
+    assert np.all(changed > 1e-3)  # view 0: p = 1, every example blurred
+    with pytest.raises(ValueError, match=r"p=\(1.0, 0.0\) must have one entry per view"):
+        pp.parse([{"name": "views", "ops": [blur], "num": 3}])
+
+
 def test_two_views_are_independent_draws_of_the_same_ops(images):
     sub = ["flip", {"name": "random_resized_crop", "size": 8}]
     ops = pp.parse([{"name": "views", "ops": sub, "num": 2}])
@@ -218,6 +270,9 @@ def test_binarize_dynamic_is_bernoulli_bits_of_seed_epoch_id():
     ([{"name": "binarize", "mode": "dynamc"}], "binarize's mode='dynamc' must be None, "),
     ([{"name": "binarize", "mode": "dynamic", "grey_max": 0}], "grey_max=0 must be an int"),
     ([{"name": "normalize", "std": 0}], "normalize's std=0 must be non-zero"),
+    ([{"name": "gaussian_blur", "kernel_size": 4}], "kernel_size=4 must be None"),
+    ([{"name": "gaussian_blur", "sigma": (2.0, 0.1)}], "sigma=(2.0, 0.1) must be (low, high)"),
+    ([{"name": "gaussian_blur", "p": (0.5, 1.5)}], "p=(0.5, 1.5) must be a probability"),
     ([{"name": "views", "ops": ["flop"]}], "preprocess[0].views.ops[0]: unknown op 'flop'"),
     ([42], "preprocess[0]=42 must be an op name or a dict"),
     ("flip", "preprocess='flip' must be a list"),
