@@ -62,7 +62,9 @@ def _codes(model, variables, x):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "n", "temperature", "top_k", "top_p"))
-def _figure_images(model, variables, x, key, *, n, temperature, top_k, top_p):
+def figure_images(model, variables, x, key, *, n, temperature, top_k, top_p):
+    """Stage-1 reconstructions of x and n decoded prior samples, both (., H, W, C) in
+    [0, 1]."""
     recon = model.apply(variables, model.apply(variables, x, method=model.codes),
                         method=model.decode_codes)
     codes = model.apply(variables, key, n, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -93,7 +95,8 @@ def baseline_nll(train_counts: np.ndarray, test_counts: np.ndarray, *,
     return float(-(test_counts * logq).sum())
 
 
-def _write_figure(ctx, data, recon, samples, title_extra: str) -> None:
+def write_figure(ctx, data, recon, samples, title_extra: str) -> None:
+    """plots/prior_samples_step<N>.png, _latest.png and TensorBoard images/prior_samples."""
     blocks = [("data", data), ("stage 1", recon), ("samples", samples)]
     title = f"prior samples ({title_extra}): {images.run_name(ctx.workdir)}, step {ctx.step}"
     png = images.figure(blocks, title)
@@ -122,6 +125,9 @@ def evaluate(state, ctx, *, field: str = "image", num_samples: int = 32,
     if num_samples < 1:
         raise ValueError(f"prior: num_samples must be >= 1, got {num_samples!r}")
     model = ctx.model
+    if getattr(model, "bidirectional", False):
+        raise ValueError("prior: a masked (MaskGIT) prior has no exact likelihood; evaluate "
+                         "it with ssl_gen.evals.masked_prior")
     variables = model_variables(state)
     total, n, test_counts = 0.0, 0.0, None  # summed on the devices, read once at the end
     for batch in ctx.eval_batches():
@@ -147,7 +153,7 @@ def evaluate(state, ctx, *, field: str = "image", num_samples: int = 32,
     if grid and ctx.workdir:
         m = min(images.COLS, len(ctx.eval_source))
         x = np.stack([np.asarray(ctx.eval_source[i][field]) for i in range(m)])
-        recon, samples = _figure_images(model, variables, x, ctx.rng, n=num_samples,
+        recon, samples = figure_images(model, variables, x, ctx.rng, n=num_samples,
                                         temperature=float(temperature), top_k=top_k,
                                         top_p=top_p)
         recon, samples = (np.asarray(a.addressable_data(0)) for a in (recon, samples))
@@ -156,5 +162,5 @@ def evaluate(state, ctx, *, field: str = "image", num_samples: int = 32,
             data = np.clip((x.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
             how = f"T={temperature:g}" + (f", top-k {top_k}" if top_k else "") + (
                 f", top-p {top_p:g}" if top_p else "")
-            _write_figure(ctx, data, recon, samples, how)
+            write_figure(ctx, data, recon, samples, how)
     return {f"{prefix}{name}": float(v) for name, v in out.items()}

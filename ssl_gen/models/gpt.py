@@ -22,6 +22,17 @@ matter). The MLP is 4x wide with GELU (GPT-2).
 `__call__(tokens, *, train=False) -> (logits, aux)`, aux = {"hidden": the final normalized
 hidden states (B, T, width)}; dropout (on the embeddings, attention weights and residual
 branches) is active when train=True and needs the "dropout" rng.
+
+`bidirectional=True`: the same blocks as a bidirectional (BERT-style) masked-token model,
+MaskGIT's transformer (Chang et al. 2022, Sec. 3.1; `ssl_gen.models.maskgit`):
+
+  h_t = embed(tokens[t]) + pos_embedding[t]     (no shift, no start embedding)
+  attention with no mask (every position sees every position, the future included)
+  logits = (LN(h) @ embed^T)[..., :vocab_size]
+
+tokens are in [0, vocab_size]: the extra id `vocab_size` is the [MASK] token (one more
+embedding row, `mask_id`); logits[:, t] is the distribution of token t given every unmasked
+token, over the vocab_size real tokens only ([MASK] is never predicted).
 """
 
 from __future__ import annotations
@@ -77,7 +88,13 @@ class Model(nn.Module):
     mlp_ratio: int = 4
     dropout: float = 0.0
     tie_embeddings: bool = True
+    bidirectional: bool = False  # MaskGIT's masked-token model (module docstring)
     variant: str | None = None
+
+    @property
+    def mask_id(self) -> int:
+        """The [MASK] token's id of a bidirectional model (= vocab_size)."""
+        return self.vocab_size
 
     def _cfg(self, name):
         return variants.field(self, name, VARIANTS, "gpt")
@@ -94,21 +111,28 @@ class Model(nn.Module):
             raise ValueError(f"gpt: {t} tokens exceed max_len={max_len}")
         if width % heads:
             raise ValueError(f"gpt: width {width} is not divisible by num_heads {heads}")
-        embed = nn.Embed(self.vocab_size, width, embedding_init=_init, name="embed")
-        start = self.param("start", _init, (width,))
+        # A bidirectional model has one more row: the [MASK] token, id vocab_size.
+        embed = nn.Embed(self.vocab_size + self.bidirectional, width, embedding_init=_init,
+                         name="embed")
+        # Parameters in the causal model's creation order (the rng stream depends on it).
+        start = None if self.bidirectional else self.param("start", _init, (width,))
         pos = self.param("pos_embedding", _init, (max_len, width))
-        # Shift right: position t sees the start embedding and tokens 0 .. t-1.
-        h = embed(tokens[:, :-1].astype(jnp.int32))  # (B, T-1, D)
-        h = jnp.concatenate([jnp.broadcast_to(start, (b, 1, width)).astype(h.dtype), h], 1)
+        if self.bidirectional:
+            h = embed(tokens.astype(jnp.int32))  # (B, T, D): no shift
+            mask = None  # every query sees every key
+        else:
+            # Shift right: position t sees the start embedding and tokens 0 .. t-1.
+            h = embed(tokens[:, :-1].astype(jnp.int32))  # (B, T-1, D)
+            h = jnp.concatenate([jnp.broadcast_to(start, (b, 1, width)).astype(h.dtype), h], 1)
+            mask = nn.make_causal_mask(jnp.ones((b, t)))  # (B, 1, T, T): query t, keys <= t
         h = h + pos[None, :t]  # (B, T, D)
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
-        mask = nn.make_causal_mask(jnp.ones((b, t)))  # (B, 1, T, T): query t sees keys <= t
         for i in range(self._cfg("depth")):
             h = Block(width, heads, self.mlp_ratio, self.dropout, name=f"block_{i}")(
                 h, mask, train=train)
         h = nn.LayerNorm(name="final_norm")(h)
         if self.tie_embeddings:
-            logits = embed.attend(h)  # (B, T, V)
+            logits = embed.attend(h)[..., :self.vocab_size]  # (B, T, V): [MASK] dropped
         else:
             logits = nn.Dense(self.vocab_size, kernel_init=_init, name="head")(h)
         return logits, {"hidden": h}

@@ -24,6 +24,14 @@ Entry points (`model.apply(variables, ..., method=model.<name>)`):
   `ssl_gen.evals.two_sample`): ancestral sampling, ON by default
   (`ssl_gen.models.sampling`).
 
+MaskGIT (Chang et al. 2022) as an option: `prior=dict(bidirectional=True, ...)` makes the
+GPT a bidirectional masked-token model with a [MASK] token (id = `mask_id` = K;
+`ssl_gen.models.gpt`), trained by `ssl_gen.objectives.masked_prior`. Then `logits(tokens)`
+takes codes with [MASK]s and gives p(z_i | unmasked codes), `__call__(x)`'s logits are those
+of the unmasked codes (no likelihood: a masked model has no exact one), and `sample_codes`
+decodes in parallel (`ssl_gen.models.maskgit.decode`: `num_steps` steps of the cosine
+schedule, confidence noise `choice_temperature`, both fields of this model).
+
 The nested kwargs are frozen (FrozenDict / tuples) at construction, so the module hashes
 (evaluations jit with the model static).
 """
@@ -39,7 +47,7 @@ import jax.numpy as jnp
 from flax.core import FrozenDict
 
 from ssl_gen.models import gpt as gpt_lib
-from ssl_gen.models import sampling
+from ssl_gen.models import maskgit, sampling
 from ssl_gen.models import vqvae as vqvae_lib
 
 
@@ -56,6 +64,10 @@ class Model(nn.Module):
 
     stage1: Any = FrozenDict()  # ssl_gen.models.vqvae.Model kwargs (the stage-1 run's)
     prior: Any = FrozenDict()  # ssl_gen.models.gpt.Model kwargs, without vocab_size/max_len
+    # MaskGIT decoding (prior.bidirectional only): steps T and the confidence noise's scale
+    # at step 0 (the reference's 4.5; it decays linearly to 0).
+    num_steps: int = 8
+    choice_temperature: float = 4.5
 
     def __post_init__(self):
         object.__setattr__(self, "stage1", _freeze(self.stage1))
@@ -79,6 +91,16 @@ class Model(nn.Module):
         return h * w
 
     @property
+    def bidirectional(self) -> bool:
+        """A MaskGIT (masked-token) prior rather than an autoregressive one."""
+        return bool(self.prior.get("bidirectional", False))
+
+    @property
+    def mask_id(self) -> int:
+        """The [MASK] code of a bidirectional prior (= the codebook size)."""
+        return self.codebook_size
+
+    @property
     def data_range(self) -> tuple[float, float]:
         return tuple(self._stage1().data_range)
 
@@ -89,6 +111,8 @@ class Model(nn.Module):
                 raise ValueError(f"vq_prior: prior.{name}={prior[name]} but the VQ-VAE gives "
                                  f"{value}; leave it unset (it is set from the VQ-VAE)")
             prior[name] = value
+        if self.bidirectional:
+            maskgit.check_args(self.num_steps, self.choice_temperature, self.seq_len)
         self.vqvae = vqvae_lib.Model(**self.stage1)
         self.gpt = gpt_lib.Model(**prior)
 
@@ -102,7 +126,8 @@ class Model(nn.Module):
         return idx.reshape(idx.shape[0], -1)
 
     def logits(self, tokens, *, train: bool = False):
-        """The prior's logits (B, L, K) on codes (B, L): logits[:, t] = log p(z_t | z_<t)."""
+        """The prior's logits (B, L, K) on codes (B, L): logits[:, t] = log p(z_t | z_<t)
+        (bidirectional: log p(z_t | the codes that are not [MASK]))."""
         return self.gpt(tokens, train=train)[0]
 
     def __call__(self, x, *, train: bool = False):
@@ -118,10 +143,17 @@ class Model(nn.Module):
 
     def sample_codes(self, key, n: int, *, temperature: float = 1.0, top_k: int | None = None,
                      top_p: float | None = None):
-        """n code sequences (n, L) drawn from the prior (`ssl_gen.models.sampling`)."""
+        """n code sequences (n, L) drawn from the prior (`ssl_gen.models.sampling`; a
+        bidirectional prior: `ssl_gen.models.maskgit.decode`)."""
         # The GPT as a pure function of its own variables, so the sampling loop (a jax
-        # fori_loop) calls plain jax code rather than a bound Flax submodule.
+        # fori_loop / scan) calls plain jax code rather than a bound Flax submodule.
         gpt, variables = self.gpt.clone(parent=None), {"params": self.gpt.variables["params"]}
+        if self.bidirectional:
+            return maskgit.decode(lambda t: gpt.apply(variables, t)[0], key,
+                                  mask_id=self.mask_id, num_samples=n, length=self.seq_len,
+                                  num_steps=self.num_steps, temperature=temperature,
+                                  top_k=top_k, top_p=top_p,
+                                  choice_temperature=self.choice_temperature)
         return sampling.sample_tokens(lambda t: gpt.apply(variables, t)[0], key,
                                       num_samples=n, length=self.seq_len,
                                       temperature=temperature, top_k=top_k, top_p=top_p)

@@ -1,5 +1,7 @@
 """The GPT: causal and aligned (logits at t see tokens < t only), the start embedding gives
-the first token a distribution, shapes and one-line errors; (slow) trained on a planted
+the first token a distribution, shapes and one-line errors; its bidirectional (MaskGIT)
+variant sees every position, the future included (a Jacobian, against the causal one's
+zero upper triangle), and has a [MASK] token it never predicts; (slow) trained on a planted
 first-order Markov chain its NLL reaches the chain's entropy and its samples reproduce the
 transition matrix."""
 
@@ -58,6 +60,46 @@ def test_bad_inputs_are_one_line():
         model.apply(variables, jnp.zeros((4,), jnp.int32))
     with pytest.raises(ValueError, match="not divisible"):
         _init(gpt.Model(vocab_size=7, width=30, num_heads=7, variant="tiny"))
+
+
+def _position_jacobian(model, variables, tokens):
+    """|d logits[0, t] / d pos_embedding[s]| summed over the vocabulary and width: (T, T).
+
+    The positional embedding is added to position s's input and nowhere else (the head is
+    the token embedding), so row t, column s is position s's influence on output t."""
+    t = tokens.shape[1]
+
+    def out(pos):
+        params = {**variables["params"], "pos_embedding": pos}
+        return model.apply({"params": params}, tokens)[0][0]  # (T, V)
+    jac = jax.jacfwd(out)(variables["params"]["pos_embedding"])  # (T, V, max_len, D)
+    return np.abs(np.asarray(jac)).sum((1, 3))[:, :t]
+
+
+def test_bidirectional_sees_the_future_and_causal_does_not():
+    tokens = jax.random.randint(jax.random.key(3), (1, 6), 0, 7)
+    causal = gpt.Model(vocab_size=7, variant="tiny")
+    jc = _position_jacobian(causal, _init(causal, t=6), tokens)
+    bi = gpt.Model(vocab_size=7, variant="tiny", bidirectional=True)
+    jb = _position_jacobian(bi, _init(bi, t=6), tokens)
+    future = np.triu(np.ones((6, 6), bool), 1)  # s > t
+    # Causal: output t depends on inputs <= t only (its input t is token t-1, shifted).
+    assert jc[future].max() == 0.0 and jc[~future].min() > 1e-6
+    # Bidirectional: every output depends on every input, the future included.
+    assert jb.min() > 1e-6
+
+
+def test_bidirectional_has_a_mask_token_and_predicts_real_tokens_only():
+    model = gpt.Model(vocab_size=7, variant="tiny", bidirectional=True)
+    variables = _init(model, t=5)
+    assert model.mask_id == 7
+    assert variables["params"]["embed"]["embedding"].shape == (8, 32)  # + [MASK]
+    assert "start" not in variables["params"]
+    tokens = jnp.asarray([[0, 7, 3, 7, 6]])  # [MASK] at positions 1 and 3
+    logits, _ = model.apply(variables, tokens)
+    assert logits.shape == (1, 5, 7)
+    untied = gpt.Model(vocab_size=7, variant="tiny", bidirectional=True, tie_embeddings=False)
+    assert untied.apply(_init(untied, t=5), tokens)[0].shape == (1, 5, 7)
 
 
 # A planted chain over 4 states: stationary start, known transitions.
