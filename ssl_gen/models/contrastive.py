@@ -1,6 +1,6 @@
 """Encoder + projection head (+ predictor) for the contrastive and self-distillation
 objectives of `ssl_gen.objectives.contrastive`: SimCLR (Chen et al. 2020), BYOL (Grill et
-al. 2020) and MoCo v3 (Chen, Xie & He 2021).
+al. 2020), MoCo v2 (Chen, Fan, Girshick & He 2020) and MoCo v3 (Chen, Xie & He 2021).
 
 Layout (the three papers share it):
 
@@ -18,7 +18,9 @@ Layout (the three papers share it):
   (SimCLR's 2-layer head, Sec. 2.1 and its code's `projection_head`; BYOL's projector and
   predictor, Sec. 3.3: hidden 4096, out 256 in the paper, smaller here by config; MoCo v3's
   projector has 3 layers, its predictor 2). BatchNorm is in the heads (and the encoder)
-  as in all three references. Under this project's jit + NamedSharding data parallelism the
+  as in these three references; MoCo v2's head is Linear -> ReLU -> Linear with no
+  BatchNorm (`projector_norm=False`, its code's `nn.Sequential(Linear, ReLU, fc)`).
+  Under this project's jit + NamedSharding data parallelism the
   statistics of a train-mode forward are those of the *global* batch (SimCLR's "global
   BN", Sec. 2.2) with no cross-replica code, so the loss does not depend on the device
   count; and BYOL's collapse is kept at bay in practice by the BN in its heads.
@@ -82,17 +84,19 @@ class Encoder(nn.Module):
 
 
 class MLP(nn.Module):
-    """`layers` Linear layers; all but the last followed by BatchNorm and ReLU."""
+    """`layers` Linear layers; all but the last followed by BatchNorm (when `norm`) and ReLU."""
 
     hidden: int
     out: int
     layers: int = 2
+    norm: bool = True
 
     @nn.compact
     def __call__(self, x, train: bool):
         for i in range(self.layers - 1):
             x = nn.Dense(self.hidden, name=f"dense{i}")(x)
-            x = nn.BatchNorm(use_running_average=not train, name=f"bn{i}", **BN)(x)
+            if self.norm:
+                x = nn.BatchNorm(use_running_average=not train, name=f"bn{i}", **BN)(x)
             x = nn.relu(x)
         return nn.Dense(self.out, name=f"dense{self.layers - 1}")(x)
 
@@ -105,7 +109,8 @@ class Model(nn.Module):
     blocks: int = 1  # basic blocks per stage
     projector_hidden: int = 512
     projector_out: int = 128
-    projector_layers: int = 2  # SimCLR, BYOL: 2; MoCo v3: 3
+    projector_layers: int = 2  # SimCLR, BYOL, MoCo v2: 2; MoCo v3: 3
+    projector_norm: bool = True  # BatchNorm in the projector's hidden layers (MoCo v2: none)
     predictor_hidden: int | None = None  # None: no predictor (SimCLR); BYOL, MoCo v3: an int
     predictor_layers: int = 2
 
@@ -119,7 +124,8 @@ class Model(nn.Module):
             raise ValueError("contrastive model: projector_layers and predictor_layers must "
                              "be >= 1")
         self.encoder = Encoder(self.stem_width, tuple(self.widths), self.blocks)
-        self.projector = MLP(self.projector_hidden, self.projector_out, self.projector_layers)
+        self.projector = MLP(self.projector_hidden, self.projector_out, self.projector_layers,
+                             self.projector_norm)
         if self.predictor_hidden:
             self.predictor = MLP(self.predictor_hidden, self.projector_out,
                                  self.predictor_layers)

@@ -225,7 +225,7 @@ def test_no_gradient_reaches_the_target(byol_setup):
     (dict(temperature=-1), "temperature=-1 must be"),
     (dict(method="byol", tau_base=1.5), r"tau_base=1.5 must be in \[0, 1\]"),
     (dict(method="byol", tau_base=-0.1), "tau_base=-0.1 must be"),
-    (dict(method="simsiam"), "method='simsiam' must be one of simclr, byol, moco_v3"),
+    (dict(method="simsiam"), "method='simsiam' must be one of simclr, byol, moco_v2, moco_v3"),
     (dict(total_steps=0), "total_steps=0 must be an int >= 1"),
 ])
 def test_bad_settings_are_one_line_errors(kwargs, match):
