@@ -36,7 +36,8 @@ image (the `FeatureExtractor` protocol); `patch_size` and `image_shape` are attr
 The encoder's parameters load into a `vit.Model` of the same variant for fine-tuning
 (`config.init_from` mapping {"": "encoder"}); `resize_loaded` is vit's (learned tables only).
 
-Weights: `save(path, variables)` / `load(path)`, one safetensors file (`models/weights.py`).
+Weights: `save(path, variables)` / `load(path)`, one safetensors file (`models/weights.py`);
+`load` also reads the published MAE checkpoints (`models/pretrained.py`).
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ class Model(nn.Module):
     decoder_mlp_dim: int | None = None  # None: 4 x decoder_width
     posemb: str = "sincos2d"  # encoder and decoder: "sincos2d" (fixed) | "learn"
     drop_path: float = 0.0  # encoder's stochastic depth (the reference pre-trains with none)
+    layer_norm_eps: float = 1e-6  # the reference's; Hugging Face's ViTMAE config says 1e-12
     dtype: str | None = None  # as vit.Model: compute dtype, parameters float32
     remat: str | None = None
     scan: bool = False
@@ -176,6 +178,7 @@ class Model(nn.Module):
             patch_size=self.patch_size, width=self.width, depth=self.depth,
             num_heads=self.num_heads, mlp_dim=self.mlp_dim, pool="cls", posemb=self.posemb,
             sincos_layout="mae", drop_path=self.drop_path, weight_init="mae",
+            layer_norm_eps=self.layer_norm_eps,
             dtype=self.dtype, remat=self.remat, scan=self.scan,
             attention_impl=self.attention_impl)
 
@@ -205,7 +208,8 @@ class Model(nn.Module):
         self.decoder = vit.Encoder(
             depth=dec["depth"], num_heads=dec["num_heads"], mlp_dim=dec["mlp_dim"],
             scan=self.scan, remat=self.remat, dtype=self.dtype,
-            attention_impl=self.attention_impl, weight_init="mae")
+            attention_impl=self.attention_impl, weight_init="mae",
+            layer_norm_eps=self.layer_norm_eps)
         self.decoder_pred = nn.Dense(ph * pw * self.channels, dtype=self.dtype,
                                      kernel_init=inits["dense"])
 
@@ -257,6 +261,22 @@ def save(path: str, variables) -> None:
     weights.save(path, variables, model="mae")
 
 
-def load(path: str) -> dict:
-    """The variables of a file `save` wrote, as the nested dict `Model.apply` takes."""
-    return weights.load(path, model="mae")
+def load(path: str, *, num_heads: int | None = None, decoder_heads: int | None = None,
+         with_config: bool = False):
+    """The variables of a weight file, as the nested dict `Model.apply` takes.
+
+    `path` is a file `save` wrote, or a published MAE pre-training checkpoint with its
+    decoder (the MAE release's `mae_visualize_vit_*.pth`, Hugging Face's ViTMAEForPreTraining
+    `model.safetensors`), read without PyTorch by `ssl_gen.models.pretrained`. `num_heads`,
+    `decoder_heads`: for non-standard widths without a `config.json` beside the file.
+    `with_config=True` returns `(variables, kwargs)`, the `Model` kwargs the published
+    weights imply (None for ssl_gen's own files).
+    """
+    from ssl_gen.models import pretrained
+
+    if pretrained.is_ssl_gen_file(path):
+        variables, kwargs = weights.load(path, model="mae"), None
+    else:
+        variables, kwargs = pretrained.load_mae(path, num_heads=num_heads,
+                                                decoder_heads=decoder_heads)
+    return (variables, kwargs) if with_config else variables

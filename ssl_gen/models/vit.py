@@ -59,7 +59,9 @@ features); `features(x) -> (B, D)` (the `FeatureExtractor` protocol); `embed(x) 
 subset of embedded tokens (MAE's encoder); `tokens(x, *, merge=1)` patch tokens for
 downstream use, `merge=2` pixel-shuffling 2x2 neighbours into one (`pixel_shuffle_merge`).
 
-Weights: `save(path, variables)` / `load(path)`, one safetensors file (`models/weights.py`).
+Weights: `save(path, variables)` / `load(path)`, one safetensors file (`models/weights.py`);
+`load` also reads published timm / Hugging Face / MAE-release checkpoints
+(`models/pretrained.py`), so `config.init_from` can start a run from them.
 """
 
 from __future__ import annotations
@@ -285,16 +287,17 @@ class Encoder1DBlock(nn.Module):
     attention_impl: str | None = None
     weight_init: str = "vit"
     gelu_approximate: bool = False
+    layer_norm_eps: float = 1e-6
 
     @nn.compact
     def __call__(self, x, drop_rate, deterministic: bool):
         drop = lambda y: (_drop_path(self, y, drop_rate, deterministic)
                           if self.stochastic_depth else y)
-        y = nn.LayerNorm(dtype=self.dtype)(x)
+        y = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype)(x)
         y = Attention(self.num_heads, self.dtype, self.attention_impl, self.weight_init,
                       name="MultiHeadDotProductAttention_0")(y, y)
         x = x + drop(nn.Dropout(self.dropout)(y, deterministic))
-        y = nn.LayerNorm(dtype=self.dtype)(x)
+        y = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype)(x)
         y = MlpBlock(self.mlp_dim, self.dropout, self.dtype, self.weight_init,
                      self.gelu_approximate)(y, deterministic)
         x = x + drop(nn.Dropout(self.dropout)(y, deterministic))
@@ -315,6 +318,7 @@ class Encoder(nn.Module):
     attention_impl: str | None = None
     weight_init: str = "vit"
     gelu_approximate: bool = False
+    layer_norm_eps: float = 1e-6
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -329,7 +333,7 @@ class Encoder(nn.Module):
         kw = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout,
                   stochastic_depth=self.drop_path > 0, dtype=self.dtype,
                   attention_impl=self.attention_impl, weight_init=self.weight_init,
-                  gelu_approximate=self.gelu_approximate)
+                  gelu_approximate=self.gelu_approximate, layer_norm_eps=self.layer_norm_eps)
         if self.scan:
             scanned = nn.scan(block, variable_axes={"params": 0},
                               split_rngs={"params": True, "dropout": True},
@@ -338,7 +342,8 @@ class Encoder(nn.Module):
         else:
             for i in range(self.depth):
                 x, _ = block(name=f"encoderblock_{i}", **kw)(x, float(rates[i]), not train)
-        return nn.LayerNorm(dtype=self.dtype, name="encoder_norm")(x)
+        return nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype,
+                            name="encoder_norm")(x)
 
 
 class MAPHead(nn.Module):
@@ -350,6 +355,7 @@ class MAPHead(nn.Module):
     attention_impl: str | None = None
     weight_init: str = "vit"
     gelu_approximate: bool = False
+    layer_norm_eps: float = 1e-6
 
     @nn.compact
     def __call__(self, x):
@@ -358,7 +364,7 @@ class MAPHead(nn.Module):
         probe = jnp.tile(probe.astype(x.dtype), (b, 1, 1))  # (B, 1, D)
         x = Attention(self.num_heads, self.dtype, self.attention_impl, self.weight_init,
                       name="MultiHeadDotProductAttention_0")(probe, x)
-        y = nn.LayerNorm(dtype=self.dtype)(x)
+        y = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype)(x)
         x = x + MlpBlock(self.mlp_dim, 0.0, self.dtype, self.weight_init,
                          self.gelu_approximate)(y, True)
         return x[:, 0]
@@ -388,6 +394,7 @@ class Model(nn.Module):
     patch_dropout: float = 0.0  # FLIP token dropping, training only
     weight_init: str = "vit"  # "vit" | "mae" (`Model.init` is Flax's method)
     gelu_approximate: bool = False  # tanh GELU (big_vision) rather than erf (PyTorch/timm)
+    layer_norm_eps: float = 1e-6  # timm, MAE, big_vision; Hugging Face's configs say 1e-12
     dtype: str | None = None  # compute dtype ("bfloat16"); parameters stay float32
     remat: str | None = None  # jax.checkpoint_policies name, or "full"
     scan: bool = False
@@ -458,10 +465,11 @@ class Model(nn.Module):
             depth=cfg["depth"], num_heads=cfg["num_heads"], mlp_dim=cfg["mlp_dim"],
             dropout=self.dropout, drop_path=self.drop_path, scan=self.scan, remat=self.remat,
             dtype=self.dtype, attention_impl=self.attention_impl, weight_init=self.weight_init,
-            gelu_approximate=self.gelu_approximate)
+            gelu_approximate=self.gelu_approximate, layer_norm_eps=self.layer_norm_eps)
         if self.pool == "map":
             self.MAPHead_0 = MAPHead(cfg["num_heads"], cfg["mlp_dim"], self.dtype,
-                                     self.attention_impl, self.weight_init, self.gelu_approximate)
+                                     self.attention_impl, self.weight_init, self.gelu_approximate,
+                                     self.layer_norm_eps)
         if self.num_classes:
             self.head = nn.Dense(self.num_classes, kernel_init=inits["head"])
 
@@ -546,9 +554,23 @@ def save(path: str, variables) -> None:
     weights.save(path, variables, model="vit")
 
 
-def load(path: str) -> dict:
-    """The variables of a file `save` wrote, as the nested dict `Model.apply` takes."""
-    return weights.load(path, model="vit")
+def load(path: str, *, num_heads: int | None = None, with_config: bool = False):
+    """The variables of a weight file, as the nested dict `Model.apply` takes.
+
+    `path` is a file `save` wrote, or a published PyTorch-format ViT checkpoint (timm, the
+    Hugging Face Hub's `model.safetensors` / `pytorch_model.bin`, the MAE release's `.pth`,
+    read without PyTorch by `ssl_gen.models.pretrained`); `num_heads` for one of a
+    non-standard width without a `config.json` beside it. `with_config=True` returns
+    `(variables, kwargs)`, the kwargs of the `Model` the published weights imply (None for
+    ssl_gen's own files, whose config is the run's).
+    """
+    from ssl_gen.models import pretrained
+
+    if pretrained.is_ssl_gen_file(path):
+        variables, kwargs = weights.load(path, model="vit"), None
+    else:
+        variables, kwargs = pretrained.load_vit(path, num_heads=num_heads)
+    return (variables, kwargs) if with_config else variables
 
 
 # ---------------------------------------------------------------- scan <-> unrolled layout
