@@ -39,11 +39,13 @@ Layouts: a torch Linear's weight (out, in) is our kernel (in, out), split per he
 attention ((D, H, D/H) and (H, D/H, D)); the patch embedding's Conv2d weight (D, C, p, p)
 becomes (p, p, C, D) for NHWC images; LayerNorm weight is our `scale`.
 
-The number of heads is not in the tensors: it comes from a Hugging Face `config.json` beside
-the file, else the `num_heads` argument, else the standard width (192: 3, 384: 6, 768: 12,
-1024/1280: 16; the MAE decoder 16, as every released MAE). Not supported, each said in one
-line: global-pool checkpoints with timm's `fc_norm` (its norm follows the pooling, ours
-precedes it), registers or distillation tokens (DeiT's `dist_token`), ViT-hybrid stems.
+The number of heads is not in the tensors: it comes from the `num_heads` argument, else a
+`config.json` beside the file (Hugging Face's, or one written by hand holding
+`{"num_attention_heads": H}`: the way to pass it through `config.init_from`), else the
+standard width (`STANDARD_HEADS`; the MAE decoder 16, as every released MAE).
+Not supported, each said in one line: global-pool checkpoints with timm's `fc_norm` (its
+norm follows the pooling, ours precedes it), registers or distillation tokens (DeiT's
+`dist_token`), ViT-hybrid stems.
 LayerNorm epsilon: 1e-6 (timm's and MAE's) unless a Hugging Face `config.json` beside the file
 says otherwise (its ViT configs say 1e-12; run at 1e-6 the tiny parity model's logits move
 by 1.2e-5, with it 8e-7), returned in the kwargs as `layer_norm_eps`. Parity with an
@@ -74,7 +76,8 @@ _STORAGE_DTYPES = {
     "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
     "BoolStorage": np.bool_, "UntypedStorage": np.uint8,
 }
-STANDARD_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
+# Heads by width: Ti, S, B, L, H (vit.VARIANTS), SO400M (1152), giant (1408), gigantic (1664).
+STANDARD_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1152: 16, 1408: 16, 1664: 16}
 MAE_DECODER_HEADS = 16
 
 

@@ -310,3 +310,33 @@ def test_mae_release_encoder_loads_into_vit(hf_mae, images, tmp_path):
               str(encoder_only))
     with pytest.raises(WeightFileError, match="no MAE decoder.*vit.load"):
         mae.load(str(encoder_only), num_heads=2)
+
+
+def test_init_from_a_published_checkpoint_at_another_resolution(hf_vit, tmp_path):
+    """`config.init_from` with a timm-format .pth: the run's ViT (12x12 images: a 6x6 grid
+    where the checkpoint has 4x4) loads every tensor, the position table interpolated by
+    vit.resize_loaded (its grid rows equal to a direct resize_posemb of the file's table).
+    init_from passes no num_heads: a width outside the standard table needs a config.json
+    beside the file, which the loader reads."""
+    import json
+
+    from ssl_gen.train import init
+    from tests.train.test_init import _state
+
+    sd = _timm_names(_sd(hf_vit))
+    path = tmp_path / "timm_b.pth"
+    torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, path)
+    with pytest.raises(init.ConfigError, match="pass num_heads="):
+        init.initialize_from(str(path), _state({}), model_name="vit")
+    (tmp_path / "config.json").write_text(json.dumps({"num_attention_heads": 2}))
+    run = vit.Model(variant=None, width=32, depth=2, num_heads=2, mlp_dim=64, patch_size=PATCH,
+                    image_size=12, num_classes=5)
+    fresh = jax.device_get(run.init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 12, 3)))["params"])
+    state, report = init.initialize_from(str(path), _state(fresh), model_name="vit")
+    got = state["params"]["params"]
+    assert "read by ssl_gen.models.vit.load" in report
+    np.testing.assert_array_equal(got["head"]["kernel"], sd["head.weight"].T)
+    np.testing.assert_array_equal(got["cls"], sd["cls_token"])
+    want = vit.resize_posemb(sd["pos_embed"], (6, 6), num_prefix=1)
+    assert got["pos_embedding"].shape == (1, 37, 32)
+    np.testing.assert_allclose(got["pos_embedding"], want, atol=1e-6)
