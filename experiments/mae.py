@@ -22,6 +22,7 @@ then fine-tune from it (`experiments/vit_finetune.py`):
 Variants:
   digits     the default: 8x8 digits, patch 2, width-128 depth-4 encoder
   photos     `labelled_photos` (32x32 crops of ten photos, labelled by photo), patch 4
+  cifar10    tfds `cifar10` (prepare it first), MAE-ViT-S/4, the paper's recipe at 800 epochs
   runlocal   tiny encoder and decoder, a few steps (seconds; the tests use it)
 
 `:photos` pre-trains on the embedded labelled photo set: 32x32 RGB crops of ten photographs,
@@ -34,8 +35,21 @@ Measured (2,000 steps, seed 0, 2,000 test crops): linear probe 0.678 (raw pixels
 random-init encoder 0.599), kNN k=10 0.749 (0.564, 0.722), 5-shot 0.433 (0.393, 0.329).
 
 `photo_patches` (unlabelled crops of two photos) has no labels for the probes; `:photos` is
-the labelled natural-image set. Override anything: `--config.num_train_steps=500
---config.objective.kwargs.mask_ratio=0.6`.
+the labelled natural-image set.
+
+`:cifar10` is for users who have tfds `cifar10` prepared (`tfds build cifar10
+--data_dir=DIR --file_format=array_record` where there is network; nothing is downloaded at
+run time) and an accelerator: a ViT-S/4 encoder (64 patches of 4x4 at 32 px) and the paper's
+decoder (512 wide, 8 blocks), He et al. 2022's pre-training recipe (Table 8) with its epochs
+counted on CIFAR's 50,000 images: batch 4096, base_lr 1.5e-4 (lr 2.4e-3), AdamW b2 0.95,
+wd 0.05, 40 warmup epochs of 800 (488 and 9,766 steps), mask 0.75, norm_pix_loss,
+random resized crops (0.2, 1) and flips, bf16 compute:
+
+  python -m ssl_gen.main --config=experiments/mae.py:cifar10 --workdir=runs/mae_cifar10 \
+    --config.dataset.data_dir=DIR
+
+then `experiments/vit_finetune.py:cifar10,init=runs/mae_cifar10`. Override anything:
+`--config.num_train_steps=500 --config.objective.kwargs.mask_ratio=0.6`.
 """
 
 import ml_collections
@@ -53,12 +67,19 @@ ENCODER = dict(width=128, depth=4, num_heads=4, mlp_dim=512)
 DECODER = dict(decoder_width=64, decoder_depth=2, decoder_heads=4)
 TINY_ENCODER = dict(width=32, depth=2, num_heads=2, mlp_dim=64)
 TINY_DECODER = dict(decoder_width=32, decoder_depth=1, decoder_heads=2)
+# `:cifar10`: ViT-S (vit.VARIANTS["S"]) with 4x4 patches, and the paper's decoder.
+CIFAR_ENCODER = dict(width=384, depth=12, num_heads=6, mlp_dim=1536)
+CIFAR_DECODER = dict(decoder_width=512, decoder_depth=8, decoder_heads=16)
+CIFAR_PREPROCESS = ({"name": "normalize", "scale": 1 / 255},
+                    {"name": "random_resized_crop", "size": 32, "scale": (0.2, 1.0)},
+                    {"name": "flip"})
 
 
-def encoder(runlocal: bool = False, photos: bool = False) -> dict:
+def encoder(runlocal: bool = False, photos: bool = False, cifar10: bool = False) -> dict:
     """The encoder fields of mae.Model (the same names as vit.Model's)."""
-    size = dict(image_size=32, patch_size=4) if photos else dict(image_size=8, patch_size=2)
-    return dict(TINY_ENCODER if runlocal else ENCODER, **size)
+    size = (dict(image_size=32, patch_size=4) if photos or cifar10
+            else dict(image_size=8, patch_size=2))
+    return dict(TINY_ENCODER if runlocal else CIFAR_ENCODER if cifar10 else ENCODER, **size)
 
 
 def probes(every: int, *, runlocal: bool = False) -> ml_collections.ConfigDict:
@@ -71,7 +92,7 @@ def probes(every: int, *, runlocal: bool = False) -> ml_collections.ConfigDict:
 
 
 def get_config(arg=None):
-    arg = parse_arg(arg, digits=False, photos=False, runlocal=False)
+    arg = parse_arg(arg, digits=False, photos=False, cifar10=False, runlocal=False)
     c = ml_collections.ConfigDict()
     c.seed = 0
     # Pixels to [0, 1]: the grey levels 0..16 divided by 16 (evaluations read the same).
@@ -118,6 +139,21 @@ def get_config(arg=None):
             {"name": "normalize", "scale": 1 / 255},))
         c.eval_batch_size = 200
         c.num_train_steps = 2_000
+    if arg.cifar10:
+        batch, epoch_steps = 4096, 50_000 / 4096
+        c.dataset.update(name="cifar10", preprocess=CIFAR_PREPROCESS)
+        c.model.kwargs.update(channels=3, dtype="bfloat16",
+                              **encoder(arg.runlocal, cifar10=True),
+                              **(TINY_DECODER if arg.runlocal else CIFAR_DECODER))
+        c.objective.kwargs.norm_pix_loss = True  # 4x4x3 = 48 values per patch
+        c.evals.mae_images.kwargs.norm_pix_loss = True
+        c.batch_size, c.eval_batch_size = batch, 1000
+        c.num_train_steps = round(800 * epoch_steps)  # 9,766
+        c.optimizer.update(learning_rate=1.5e-4 * batch / 256,
+                           warmup_steps=round(40 * epoch_steps))
+        for ev in c.evals.values():
+            ev.every_steps = 1_000
+        c.checkpoint_every_steps = 500
     if arg.runlocal:
         c.batch_size = 32
         c.num_train_steps = 20

@@ -23,7 +23,15 @@ Launch (after `python -m ssl_gen.train.main --config=experiments/mae.py --workdi
 
 Variants:
   digits     the default (with init=PATH: from that MAE run; without: from scratch)
+  cifar10    tfds `cifar10`: ViT-S/4 from `mae.py:cifar10` (init=DIR), MAE's fine-tuning recipe
   runlocal   the tiny encoder of `mae.py:runlocal`, a few steps (combine: `runlocal,init=DIR`)
+
+`:cifar10` fine-tunes `mae.py:cifar10`'s encoder with MAE's ViT-B recipe (Table 9): batch
+1024, base_lr 5e-4, layer decay 0.65, 100 epochs with 5 of warmup (4,883 and 244 steps),
+drop path 0.1, label smoothing 0.1, random resized crops (0.08, 1) and flips, bf16 compute:
+
+  python -m ssl_gen.main --config=experiments/vit_finetune.py:cifar10,init=runs/mae_cifar10 \
+    --workdir=runs/mae_cifar10_ft --config.dataset.data_dir=DIR
 
 Override anything: `--config.num_train_steps=1000 --config.optimizer.layer_decay=1.0`.
 """
@@ -44,8 +52,8 @@ ENCODER_MAPPING = {"embedding": "encoder/embedding", "cls": "encoder/cls",
 
 
 def get_config(arg=None):
-    arg = parse_arg(arg, digits=False, runlocal=False, init="")
-    enc = encoder(arg.runlocal)
+    arg = parse_arg(arg, digits=False, cifar10=False, runlocal=False, init="")
+    enc = encoder(arg.runlocal, cifar10=arg.cifar10)
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.dataset = ml_collections.ConfigDict(dict(
@@ -76,6 +84,19 @@ def get_config(arg=None):
     c.num_devices = placeholder(int)
     c.prefetch = 2
     c.progress_bar = True
+    if arg.cifar10:
+        batch, epoch_steps = 1024, 50_000 / 1024
+        c.dataset.update(name="cifar10", preprocess=(
+            {"name": "normalize", "scale": 1 / 255},
+            {"name": "random_resized_crop", "size": 32, "scale": (0.08, 1.0)},
+            {"name": "flip"}))
+        c.model.kwargs.update(dtype="bfloat16")
+        c.batch_size, c.eval_batch_size = batch, 1000
+        c.num_train_steps = round(100 * epoch_steps)
+        c.optimizer.update(learning_rate=5e-4 * batch / 256, warmup_steps=round(5 * epoch_steps),
+                           layer_decay=0.65)
+        c.evals.accuracy.every_steps = 500
+        c.checkpoint_every_steps = 500
     if arg.runlocal:
         c.batch_size = 32
         c.num_train_steps = 10
