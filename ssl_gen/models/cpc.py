@@ -74,7 +74,8 @@ class CausalConv(nn.Module):
 
 
 class CausalTransformer(nn.Module):
-    """Pre-LayerNorm transformer blocks with a causal mask over the frames."""
+    """Pre-LayerNorm transformer blocks with a causal mask over the frames (or the given
+    `mask`, (T', T') booleans, True where a frame may attend: `models.cpc_grid`'s rows)."""
 
     width: int
     depth: int = 2
@@ -82,7 +83,7 @@ class CausalTransformer(nn.Module):
     max_len: int = 512
 
     @nn.compact
-    def __call__(self, z):  # (B, T', Dz)
+    def __call__(self, z, mask=None):  # (B, T', Dz)
         t = z.shape[1]
         if t > self.max_len:
             raise ValueError(f"cpc: {t} frames exceed the transformer's max_len={self.max_len}")
@@ -90,7 +91,10 @@ class CausalTransformer(nn.Module):
         pos = self.param("pos_embedding", nn.initializers.normal(0.02), (self.max_len,
                                                                          self.width))
         x = x + pos[:t]
-        mask = nn.make_causal_mask(jnp.ones(z.shape[:2]))  # (B, 1, T', T')
+        if mask is None:
+            mask = nn.make_causal_mask(jnp.ones(z.shape[:2]))  # (B, 1, T', T')
+        else:
+            mask = jnp.broadcast_to(jnp.asarray(mask, bool), (z.shape[0], 1, t, t))
         for i in range(self.depth):
             h = nn.LayerNorm(name=f"ln_attn_{i}")(x)
             x = x + nn.MultiHeadDotProductAttention(

@@ -13,6 +13,12 @@ the "proposal distribution" p(z_{t+k})) are, by `negatives`:
 | "time"    | z_{b, s+k}, s < T' - k (same sequence)         | T' - k     | B x (T'-k, T'-k)  |
 | "both"    | z_{b', s+k} for every (b', s)                  | B (T' - k) | one square matrix |
 
+On a patch grid (`ssl_gen.models.cpc_grid`: z (B, R, S, Dz), anchor (b, i, j) predicting
+z_{b, i+k, j}, k among `model.offsets()`), the (i, j) with i < R - k are flattened into
+one position axis in raster order and take the place of t: "batch" the same position in
+every image, "time" every position of the same image, "both" every position of every
+image.
+
 The loss is mean_k L_k. Each block of logits is square with the positive on its diagonal,
 so every anchor has the same N and the bound below is exact per block.
 
@@ -55,10 +61,13 @@ def step_logits(pred, z, k: int, negatives: str) -> jax.Array:
       (T' - k, B, B) for "batch", (B, T' - k, T' - k) for "time", (1, B (T'-k), B (T'-k))
       for "both"; entry [., i, j] = candidate j's latent . anchor i's prediction.
     """
-    b, t, d = z.shape
+    b, t, d = z.shape[0], z.shape[1], z.shape[-1]
     if not 1 <= k < t:
         raise ValueError(f"cpc: prediction step {k} needs more than {k} frames, got {t}")
     anchors, targets = pred[:, :t - k], z[:, k:]  # (B, T'-k, Dz): row (b, t) -> z_{b,t+k}
+    if z.ndim == 4:  # a patch grid (B, R, S, Dz): (i, j) -> z_{i+k, j}, positions flattened
+        anchors, targets = anchors.reshape(b, -1, d), targets.reshape(b, -1, d)
+        t = anchors.shape[1] + k  # (B, (R - k) S, Dz): t - k anchors per image
     if negatives == "batch":
         return jnp.einsum("btd,ctd->tbc", anchors, targets)
     if negatives == "time":
@@ -67,20 +76,23 @@ def step_logits(pred, z, k: int, negatives: str) -> jax.Array:
     return (a @ y.T)[None]
 
 
-def infonce_per_step(preds, z, negatives: str) -> dict[str, jax.Array]:
+def infonce_per_step(preds, z, negatives: str, offsets=None) -> dict[str, jax.Array]:
     """Per step k: L_k, the accuracy and log N - L_k, over the blocks of `step_logits`.
 
     Args:
-      preds: (K, B, T', Dz), the model's W_k c. z: (B, T', Dz).
+      preds: (K, B, T', Dz), the model's W_k c. z: (B, T', Dz). Or a patch grid
+        (`models.cpc_grid`): preds (K, B, R, S, Dz), z (B, R, S, Dz), predictions k rows down.
+      offsets: the k of each prediction (default 1..K; the grid's `model.offsets()`).
     """
     out = {}
-    for k in range(1, preds.shape[0] + 1):
-        logits = step_logits(preds[k - 1], z, k, negatives).astype(jnp.float32)
-        n = logits.shape[-1]  # candidates per anchor; every block has the same size
+    offsets = range(1, preds.shape[0] + 1) if offsets is None else offsets
+    for n, k in enumerate(offsets):
+        logits = step_logits(preds[n], z, k, negatives).astype(jnp.float32)
+        num = logits.shape[-1]  # candidates per anchor; every block has the same size
         loss = jnp.mean(jax.vmap(info_nce_loss)(logits))
         out[f"loss_k{k}"] = loss
         out[f"acc_k{k}"] = jnp.mean(jax.vmap(contrastive_accuracy)(logits))
-        out[f"mi_k{k}"] = np.log(n) - loss
+        out[f"mi_k{k}"] = np.log(num) - loss
     return out
 
 
@@ -91,7 +103,9 @@ def loss_fn(params, batch, rng, *, model, negatives: str = "batch", input_key: s
     del rng
     check(negatives, input_key)
     preds, aux = model.apply(params, batch[input_key], train=True)
-    per_step = infonce_per_step(preds, aux["z"], negatives)
-    num_steps = preds.shape[0]
-    mean = lambda name: sum(per_step[f"{name}_k{k}"] for k in range(1, num_steps + 1)) / num_steps
+    offsets = tuple(model.offsets()) if hasattr(model, "offsets") else tuple(
+        range(1, preds.shape[0] + 1))
+    per_step = infonce_per_step(preds, aux["z"], negatives, offsets)
+    num_steps = len(offsets)
+    mean = lambda name: sum(per_step[f"{name}_k{k}"] for k in offsets) / num_steps
     return mean("loss"), {**per_step, "acc": mean("acc"), "mi": mean("mi")}

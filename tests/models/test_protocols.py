@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from ssl_gen.models import contrastive, cpc, dvae, gan, mae, protocols, vae, vit
+from ssl_gen.models import contrastive, cpc, cpc_grid, dvae, gan, mae, protocols, vae, vit
 
 P = protocols
 X = jnp.zeros((2, 8, 8, 1), jnp.uint8)
@@ -31,6 +31,9 @@ CASES = {
     "cpc": (lambda: cpc.Model(variant="mnist1d"),
             {P.FeatureExtractor},
             {P.LatentModel, P.ImageModel, P.DiscreteLatents, P.PriorSampler, P.Sampler}),
+    "cpc_grid": (lambda: cpc_grid.Model(variant="tiny"),
+                 {P.FeatureExtractor},
+                 {P.LatentModel, P.ImageModel, P.DiscreteLatents, P.PriorSampler, P.Sampler}),
     "contrastive": (lambda: contrastive.Model(),
                     {P.FeatureExtractor},
                     {P.LatentModel, P.ImageModel, P.DiscreteLatents, P.PriorSampler,
