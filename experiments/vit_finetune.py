@@ -23,7 +23,7 @@ Launch (after `python -m ssl_gen.train.main --config=experiments/mae.py --workdi
 
 Variants:
   digits     the default (with init=PATH: from that MAE run; without: from scratch)
-  cifar10    tfds `cifar10`: ViT-S/4 from `mae.py:cifar10` (init=DIR), MAE's fine-tuning recipe
+  cifar10    tfds `cifar10`: from `mae.py:cifar10` (init=DIR) or a published ViT (pretrained=FILE)
   runlocal   the tiny encoder of `mae.py:runlocal`, a few steps (combine: `runlocal,init=DIR`)
 
 `:cifar10` fine-tunes `mae.py:cifar10`'s encoder with MAE's ViT-B recipe (Table 9): batch
@@ -32,6 +32,19 @@ drop path 0.1, label smoothing 0.1, random resized crops (0.08, 1) and flips, bf
 
   python -m ssl_gen.main --config=experiments/vit_finetune.py:cifar10,init=runs/mae_cifar10 \
     --workdir=runs/mae_cifar10_ft --config.dataset.data_dir=DIR
+
+`pretrained=FILE` starts from a published checkpoint read by `ssl_gen.models.vit.load`
+(`models/pretrained.py`: timm `.safetensors` / `.pth`, a Hugging Face `model.safetensors`
+with its config.json, the MAE release's `mae_pretrain_vit_base.pth`), no PyTorch needed: a
+ViT-B/16 at 224 px with a learned position table; its embedding, class token, position table
+and blocks load, the head starts fresh; images are upsampled to 224 by the crops and
+normalized with ImageNet's mean and std, as those checkpoints were trained. With `cifar10`:
+
+  python -m ssl_gen.main --workdir=runs/vitb_cifar10 --config.dataset.data_dir=DIR \
+    --config=experiments/vit_finetune.py:cifar10,pretrained=mae_pretrain_vit_base.pth
+
+Another size: `--config.model.kwargs.variant=L/16` (init_from checks every shape before
+anything compiles, in one line).
 
 Override anything: `--config.num_train_steps=1000 --config.optimizer.layer_decay=1.0`.
 """
@@ -49,10 +62,15 @@ except ImportError:  # installed, outside the repository: the configs ship as ss
 # MAE's `encoder/...` subtrees -> the classifier's (the head is not in the MAE).
 ENCODER_MAPPING = {"embedding": "encoder/embedding", "cls": "encoder/cls",
                    "Transformer": "encoder/Transformer"}
+# A published ViT's (vit.load's names are the classifier's own; the head is not loaded).
+PRETRAINED_MAPPING = {k: k for k in ("embedding", "cls", "pos_embedding", "Transformer")}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def get_config(arg=None):
-    arg = parse_arg(arg, digits=False, cifar10=False, runlocal=False, init="")
+    arg = parse_arg(arg, digits=False, cifar10=False, runlocal=False, init="", pretrained="")
+    if arg.init and arg.pretrained:
+        raise ValueError("vit_finetune: give init=DIR (an MAE run) or pretrained=FILE, not both")
     enc = encoder(arg.runlocal, cifar10=arg.cifar10)
     c = ml_collections.ConfigDict()
     c.seed = 0
@@ -77,6 +95,9 @@ def get_config(arg=None):
         layer_embed_pattern=r"embedding|params/cls$"))
     if arg.init:
         c.init_from = ml_collections.ConfigDict(dict(path=arg.init, mapping=ENCODER_MAPPING))
+    if arg.pretrained:
+        c.init_from = ml_collections.ConfigDict(dict(path=arg.pretrained,
+                                                     mapping=PRETRAINED_MAPPING))
     c.evals = ml_collections.ConfigDict(dict(accuracy=dict(every_steps=100, kwargs=dict())))
     c.log_every_steps = 50
     c.checkpoint_every_steps = 300
@@ -97,6 +118,20 @@ def get_config(arg=None):
                            layer_decay=0.65)
         c.evals.accuracy.every_steps = 500
         c.checkpoint_every_steps = 500
+    if arg.pretrained:
+        c.model.kwargs.update(posemb="learn", weight_init="vit")
+        if not arg.runlocal:  # runlocal keeps its tiny model: the tests' checkpoint is tiny
+            c.model.kwargs.update(variant="B/16", image_size=224, patch_size=None, width=None,
+                                  depth=None, num_heads=None, mlp_dim=None)
+            c.optimizer.update(num_layers=12)
+            if not arg.cifar10:
+                raise ValueError("vit_finetune: pretrained=FILE is a 3-channel ImageNet model; "
+                                 "combine it with cifar10 (or runlocal, for the tests)")
+            c.dataset.preprocess = (
+                {"name": "normalize", "scale": 1 / 255, "mean": IMAGENET_MEAN,
+                 "std": IMAGENET_STD},
+                {"name": "random_resized_crop", "size": 224, "scale": (0.08, 1.0)},
+                {"name": "flip"})
     if arg.runlocal:
         c.batch_size = 32
         c.num_train_steps = 10

@@ -340,3 +340,4 @@ def test_init_from_a_published_checkpoint_at_another_resolution(hf_vit, tmp_path
     want = vit.resize_posemb(sd["pos_embed"], (6, 6), num_prefix=1)
     assert got["pos_embedding"].shape == (1, 37, 32)
     np.testing.assert_allclose(got["pos_embedding"], want, atol=1e-6)
+
