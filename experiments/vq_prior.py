@@ -38,6 +38,17 @@ likelihood) and the same final MMD² of 360 decoded samples:
   python -m ssl_gen.main --config=experiments/vq_prior.py:maskgit,stage1=runs/vqvae \
     --workdir=runs/vq_maskgit
 
+Measured (maskgit, 800 steps, 14 wall-minutes on a 2-core CPU loaded by other jobs, from
+the experiments/vqvae.py default run, seed 0; test split, nats per masked code, `final`
+row; the baseline is the position unigram on the same masked codes):
+
+  mask ratio            0.25   0.50   0.75   1.00
+  MaskGIT               3.82   3.91   4.05   4.40
+  position unigram      4.44   4.44   4.43   4.44     (uniform: log 256 = 5.55)
+  MMD² of 360 samples (8 steps, choice temperature 4.5) 0.0055 (eval seeds 1, 2: 0.0067,
+  0.0059), train-split floor 0.0013, uniform noise 0.363; the GPT's above: 0.0005.
+  Still improving at 800 steps (training masked NLL 4.15 -> 4.13 over the last 100).
+
 Override anything: `--config.num_train_steps=4000 --config.model.kwargs.prior.dropout=0.2`.
 
 Measured (600 steps, ~7 wall-minutes on a loaded 2-core CPU, from the experiments/vqvae.py
