@@ -27,11 +27,15 @@ t = 0 .. T-1:
 3. re-mask the n_t least confident positions, n_t = floor(M_0 · gamma((t+1)/T)), clamped as
    the reference does to [1, (masked before this step) - 1] before the last step (each step
    fixes at least one token and leaves one to the next), and n_{T-1} = 0: nothing is masked
-   after the last step. Exactly n_t are re-masked (ranks by a stable argsort, ties to the
-   lower position: the reference's `confidence < cut_off` can mask fewer on ties).
+   after the last step. Exactly n_t are re-masked (ranks by a stable argsort; among equal
+   confidences the lower position is re-masked first), where the reference's
+   `confidence < cut_off` re-masks fewer on ties. The floors are exact (float64 on the
+   host, `schedule`).
 
 The loop is a `lax.scan` of T steps (one trace, jit-friendly); `num_steps` must be in
-[1, N] so that the clamps are consistent (at T = N one token is fixed per step). Cost: T
+[1, N] (at T = N one token is fixed per step). Each sample's confidence noise is
+independent; the confidence at step t uses the model's logits given the step's buffer,
+never a token's earlier confidence. Cost: T
 forward passes per batch of samples (8 for the 16 digit codes, against 16 for the
 autoregressive sampler), every position of every pass is predicted.
 """
