@@ -62,7 +62,10 @@ def gather(source: Sequence[Mapping[str, Any]], indices: np.ndarray) -> dict[str
       indices: int array of example indices.
 
     Returns:
-      field -> array (len(indices), ...).
+      field -> array (len(indices), ...); a field whose examples differ in shape (tfds'
+      ImageNet, images of their own sizes) is a list of arrays, which the first ops run on
+      one example at a time until it has one shape (`preprocess.apply`). Text fields (tfds'
+      string `id`s, `file_name`s) are dropped: nothing on a device reads them.
     """
     if hasattr(source, "get_batch"):
         return source.get_batch(indices)
@@ -71,7 +74,14 @@ def gather(source: Sequence[Mapping[str, Any]], indices: np.ndarray) -> dict[str
         records = source.__getitems__(index_list)
     else:
         records = [source[i] for i in index_list]
-    return {k: np.stack([np.asarray(r[k]) for r in records]) for k in records[0]}
+    out = {}
+    for k in records[0]:
+        values = [np.asarray(r[k]) for r in records]
+        if values[0].dtype.kind in "USO":
+            continue
+        same = all(v.shape == values[0].shape for v in values)
+        out[k] = np.stack(values) if same else values
+    return out
 
 
 def _processes(process_index: int | None, process_count: int | None) -> tuple[int, int]:

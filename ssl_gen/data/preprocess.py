@@ -23,7 +23,13 @@ resumed run sees the same augmentations, and each epoch sees new ones. The examp
 
 At evaluation (`Context.train == False`, a fixed epoch) every op takes its deterministic form:
 random augmentations are skipped (`flip`, `color_jitter`, `grayscale` with p < 1),
-`random_resized_crop` resizes the whole image, dynamic binarization becomes its `eval` mode.
+`random_resized_crop` resizes the whole image (or, with `eval_crop`, its central square),
+dynamic binarization becomes its `eval` mode.
+
+Examples of different shapes (tfds' ImageNet: each image its own size) arrive as lists
+(`pipeline.gather`); `apply` runs the ops one example at a time until every field has one
+shape, so a `random_resized_crop` first makes such a dataset batchable, with the same draws
+as a whole-batch call.
 
 Ops (images are (batch, height, width, channels)):
 
@@ -33,8 +39,10 @@ Ops (images are (batch, height, width, channels)):
   None (training reads the data as stored). Grey levels come from the `grey` field when
   there is one (digits_binarized), else from the field itself. `eval`: what evaluations
   read (None: the data as stored; default: `mode` when it is fixed, else None).
-- `random_resized_crop(size, scale=(0.08, 1), ratio=(3/4, 4/3))`: the Inception crop
-  (Szegedy et al. 2015; torchvision's sampler: 10 tries, then a centre crop), bilinear resize.
+- `random_resized_crop(size, scale=(0.08, 1), ratio=(3/4, 4/3), eval_crop=None)`: the
+  Inception crop (Szegedy et al. 2015; torchvision's sampler: 10 tries, then a centre crop),
+  bilinear resize. Evaluation resizes the whole image, or with `eval_crop=f` the central
+  square of side f x the shorter side (0.875: the usual resize-256-crop-224).
 - `flip(p=0.5)`: left-right mirror with probability p.
 - `color_jitter(brightness, contrast, saturation, hue, p=0.8, max_value=1)`: SimCLR's jitter
   (Chen et al. 2020) in a fixed order (brightness, contrast, saturation, hue; SimCLR draws
@@ -218,13 +226,46 @@ class Op(NamedTuple):
         return _IN_EVAL[self.name](self.kwargs)
 
 
+def _ragged(batch: Mapping[str, Any]) -> list[str]:
+    return [k for k, v in batch.items() if isinstance(v, list)]
+
+
+def _one_at_a_time(op: Op, batch: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
+    """`op` on each example alone (a batch of one, the example's own context slice), the
+    results stacked where they now share a shape. The same draws as on the whole batch:
+    every op's randomness is per example (`Context.uniform`)."""
+    n = len(ctx.example)
+    outs = []
+    for j in range(n):
+        one = {k: (v[j][None] if isinstance(v, list) else v[j:j + 1]) for k, v in batch.items()}
+        sl = slice(j, j + 1)
+        outs.append(op(one, ctx._replace(epoch=ctx.epoch[sl], example=ctx.example[sl],
+                                         keys=ctx.keys[sl])))
+    merged = {}
+    for k in outs[0]:
+        values = [o[k][0] for o in outs]
+        same = all(v.shape == values[0].shape for v in values)
+        merged[k] = np.stack(values) if same else values
+    return merged
+
+
 def apply(ops: Sequence[Op], batch: Mapping[str, np.ndarray], ctx: Context
           ) -> dict[str, np.ndarray]:
-    """Applies `ops` in order; op `i` draws with `ctx.salt = i`."""
+    """Applies `ops` in order; op `i` draws with `ctx.salt = i`.
+
+    A field that is a list (examples of different shapes, see `pipeline.gather`) makes the
+    ops run one example at a time until every field has one shape (a `random_resized_crop`
+    first, typically); fields still ragged after the last op are a one-line ValueError."""
     out = dict(batch)
     for i, op in enumerate(ops):
         if ctx.train or op.in_eval:
-            out = op(out, ctx._replace(salt=i))
+            octx = ctx._replace(salt=i)
+            out = _one_at_a_time(op, out, octx) if _ragged(out) else op(out, octx)
+    if ragged := _ragged(out):
+        raise ValueError(f"field {ragged[0]!r} has examples of different shapes (e.g. "
+                         f"{out[ragged[0]][0].shape} and {out[ragged[0]][-1].shape}) after the "
+                         "preprocessing: start config.dataset.preprocess (and eval_preprocess) "
+                         "with a random_resized_crop to one size")
     return out
 
 
@@ -322,11 +363,15 @@ def resize_boxes(x: np.ndarray, boxes: np.ndarray, size: tuple[int, int]) -> np.
 
 
 def random_resized_crop(batch, ctx, *, size, field="image", scale=(0.08, 1.0),
-                        ratio=(3 / 4, 4 / 3)):
+                        ratio=(3 / 4, 4 / 3), eval_crop=None):
     x = batch[field]
     height, width = x.shape[1:3]
     if ctx.train:
         boxes = crop_boxes(ctx.uniform(40), height, width, scale, ratio)
+    elif eval_crop is not None:  # the central square of eval_crop x the shorter side
+        side = max(1, int(round(eval_crop * min(height, width))))
+        box = [(height - side) // 2, (width - side) // 2, side, side]
+        boxes = np.broadcast_to(np.array(box, np.int64), (len(x), 4))
     else:  # the whole image
         boxes = np.broadcast_to(np.array([0, 0, height, width], np.int64), (len(x), 4))
     batch[field] = resize_boxes(x, boxes, _pair(size))
@@ -511,6 +556,10 @@ def _check(name: str, kw: dict, where: str) -> dict:
             raise bad("scale", "(low, high) with 0 < low <= high <= 1")
         if not _is_range(kw.get("ratio", (0.75, 4 / 3))):
             raise bad("ratio", "(low, high) with 0 < low <= high")
+        crop = kw.get("eval_crop")
+        if crop is not None and not (_is_num(crop) and 0 < crop <= 1):
+            raise bad("eval_crop", "None (evaluation resizes the whole image) or a fraction "
+                                   "in (0, 1] of the shorter side (0.875: resize 256, crop 224)")
         for key in ("scale", "ratio"):
             if key in kw:
                 kw[key] = tuple(float(a) for a in kw[key])
