@@ -23,6 +23,7 @@ Variants:
   digits     the default: 8x8 digits, patch 2, width-128 depth-4 encoder
   photos     `labelled_photos` (32x32 crops of ten photos, labelled by photo), patch 4
   cifar10    tfds `cifar10` (prepare it first), MAE-ViT-S/4, the paper's recipe at 800 epochs
+  imagenet   tfds `imagenet2012` (prepare it first), MAE-base at 224 px, the paper's recipe
   runlocal   tiny encoder and decoder, a few steps (seconds; the tests use it)
 
 `:photos` pre-trains on the embedded labelled photo set: 32x32 RGB crops of ten photographs,
@@ -48,7 +49,22 @@ random resized crops (0.2, 1) and flips, bf16 compute:
   python -m ssl_gen.main --config=experiments/mae.py:cifar10 --workdir=runs/mae_cifar10 \
     --config.dataset.data_dir=DIR
 
-then `experiments/vit_finetune.py:cifar10,init=runs/mae_cifar10`. Override anything:
+then `experiments/vit_finetune.py:cifar10,init=runs/mae_cifar10`.
+
+`:imagenet` is the paper's ViT-B run on tfds `imagenet2012` (prepared by the user, as above):
+MAE-base (ViT-B/16 encoder, decoder 512 x 8), 224 px, the recipe of Table 8 (batch 4096,
+lr 2.4e-3, 40 warmup epochs of 800: 12,511 and 250,227 steps), random resized crops
+(0.2, 1) and flips on images of their own sizes (`preprocess.apply` crops them one at a
+time), ImageNet's mean and std; evaluation images are the central 87.5 % resized to 224.
+Only the reconstruction figures are evaluated during pre-training (the probes would read
+the 1.28M training images each time); evaluate with `vit_finetune.py:imagenet,init=DIR`.
+Decoding and cropping run in `config.dataset.num_workers` grain processes (16 here; raise
+it until the input keeps up):
+
+  python -m ssl_gen.main --config=experiments/mae.py:imagenet --workdir=runs/mae_imagenet \
+    --config.dataset.data_dir=DIR
+
+Override anything:
 `--config.num_train_steps=500 --config.objective.kwargs.mask_ratio=0.6`.
 """
 
@@ -75,6 +91,18 @@ CIFAR_PREPROCESS = ({"name": "normalize", "scale": 1 / 255},
                     {"name": "flip"})
 
 
+# `:imagenet`: MAE's pre-training augmentation (main_pretrain.py: RandomResizedCrop(224,
+# scale=(0.2, 1.0)), flip, ImageNet's mean and std); evaluation: the central 87.5 %.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+IMAGENET_NORM = {"name": "normalize", "scale": 1 / 255, "mean": IMAGENET_MEAN,
+                  "std": IMAGENET_STD}
+IMAGENET_PREPROCESS = ({"name": "random_resized_crop", "size": 224, "scale": (0.2, 1.0)},
+                       {"name": "flip"}, IMAGENET_NORM)
+IMAGENET_EVAL = ({"name": "random_resized_crop", "size": 224, "eval_crop": 0.875},
+                 IMAGENET_NORM)
+IMAGENET_RANGE = (-0.485 / 0.229, (1 - 0.406) / 0.225)  # what [0, 1] pixels become
+
+
 def encoder(runlocal: bool = False, photos: bool = False, cifar10: bool = False) -> dict:
     """The encoder fields of mae.Model (the same names as vit.Model's)."""
     size = (dict(image_size=32, patch_size=4) if photos or cifar10
@@ -92,7 +120,8 @@ def probes(every: int, *, runlocal: bool = False) -> ml_collections.ConfigDict:
 
 
 def get_config(arg=None):
-    arg = parse_arg(arg, digits=False, photos=False, cifar10=False, runlocal=False)
+    arg = parse_arg(arg, digits=False, photos=False, cifar10=False, imagenet=False,
+                    runlocal=False)
     c = ml_collections.ConfigDict()
     c.seed = 0
     # Pixels to [0, 1]: the grey levels 0..16 divided by 16 (evaluations read the same).
@@ -154,6 +183,21 @@ def get_config(arg=None):
         for ev in c.evals.values():
             ev.every_steps = 1_000
         c.checkpoint_every_steps = 500
+    if arg.imagenet:
+        batch, epoch_steps = 4096, 1_281_167 / 4096
+        c.dataset.update(name="imagenet2012", train_split="train", eval_split="validation",
+                         preprocess=IMAGENET_PREPROCESS, eval_preprocess=IMAGENET_EVAL,
+                         num_workers=16)
+        c.model.kwargs = dict(variant="base", image_size=224, channels=3, dtype="bfloat16")
+        c.objective.kwargs.norm_pix_loss = True
+        c.batch_size, c.eval_batch_size = batch, 1024
+        c.num_train_steps = round(800 * epoch_steps)
+        c.optimizer.update(learning_rate=1.5e-4 * batch / 256,
+                           warmup_steps=round(40 * epoch_steps))
+        c.evals = ml_collections.ConfigDict(dict(mae_images=dict(every_steps=10_000, kwargs=dict(
+            num=16, mask_ratio=0.75, norm_pix_loss=True, value_range=IMAGENET_RANGE))))
+        c.log_every_steps = 500
+        c.checkpoint_every_steps = 2_000
     if arg.runlocal:
         c.batch_size = 32
         c.num_train_steps = 20

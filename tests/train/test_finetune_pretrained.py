@@ -32,17 +32,18 @@ def test_vit_finetune_from_a_hub_checkpoint(data_dir, tmp_path, capsys):
     assert "pos_embedding" in report and "Transformer" in report
 
 
-def test_the_full_size_variant_is_a_vit_b16_at_224(tmp_path):
+@pytest.mark.parametrize("dataset", ["cifar10", "imagenet"])
+def test_the_full_size_variant_is_a_vit_b16_at_224(tmp_path, dataset):
     from ssl_gen.train import config_check
 
-    config = load_config("experiments/vit_finetune.py", "cifar10,pretrained=vit_b16.pth")
+    config = load_config("experiments/vit_finetune.py", f"{dataset},pretrained=vit_b16.pth")
     config.init_from.path = str(tmp_path / "vit_b16.pth")  # validate checks that it exists
     (tmp_path / "vit_b16.pth").write_bytes(b"")
     config_check.validate(config)
     kw = config.model.kwargs
     assert (kw.variant, kw.image_size, kw.posemb, kw.width) == ("B/16", 224, "learn", None)
     assert "head" not in config.init_from.mapping
-    assert config.dataset.preprocess[1]["size"] == 224
+    assert any(op.get("size") == 224 for op in config.dataset.preprocess)
     with pytest.raises(ValueError, match="combine it with cifar10"):
         load_config("experiments/vit_finetune.py", "pretrained=vit_b16.pth")
     with pytest.raises(ValueError, match="not both"):
