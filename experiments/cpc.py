@@ -39,6 +39,13 @@ here), 800 steps at batch 128 (71 epochs of the 1,437 training digits). The
 probes read the patch encodings concatenated over the grid (`pool="z_grid"`; CPC v2 reads
 the encoder, mean-pooled, but a mean over an 8x8 digit's patches forgets where each
 stroke is).
+Measured (seed 0, 800 steps, 7 min 36 s at load ~8; 360 test digits): few-shot 1/5/10/25
+= 0.629/0.852/0.890/0.945, kNN k=10/20 0.981/0.969, linear probe 0.967; raw pixels
+0.563/0.775/0.830/0.866, 0.978/0.975, 0.967; the random-init model 0.628/0.852/0.889/0.938,
+0.975/0.964, 0.961. CPC adds next to nothing to its random patch features here (2,304
+random ReLU features of 3x3 patches are already as good as the pixels); the same
+checkpoint under the same linear probe with the other poolings: z_mean 0.922 (random
+init 0.906), c_mean 0.903 (0.933).
 
 Options: `--config.objective.kwargs.negatives=both` (every frame of every sequence) or
 `time` (other frames of the same sequence); `--config.model.kwargs.context=transformer`

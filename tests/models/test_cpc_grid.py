@@ -121,7 +121,7 @@ def planted(key, b):
 def test_grid_cpc_learns_a_planted_structure():
     """300 Adam steps (seed 0) on batches of 16 planted images, "batch" negatives (N = 16,
     chance 1/16), column order: the mean accuracy on fresh images ends above 0.5, eight
-    times chance, starting at most 0.3."""
+    times chance, starting at most 0.3 (measured: 0.064 -> 0.917)."""
     model = cpc_grid.Model(**TINY, widths=(32, 16), context_dim=16, order="column")
     params = model.init(jax.random.key(0), planted(jax.random.key(0), 2))
     tx = optax.adam(3e-3)
