@@ -14,7 +14,8 @@ online encoder (the paper keeps f_theta).
 
 MoCo v2 (`moco_v2`): no predictor; the query is the online projection of the first view,
 the key the momentum encoder's projection of the second (m = tau_base = 0.99 constant,
-MoCo's Table 3 setting below its 0.999: this run is 1,200 steps, not 200 epochs); the
+one of the values MoCo's momentum ablation trains with, Sec. 4.1; its default 0.999 is for
+200 epochs, this run is 1,200 steps); the
 negatives a FIFO queue of K = 1,024 earlier keys (8 global batches) in `state["extra"]`,
 InfoNCE at T 0.2; v2's head Linear-ReLU-Linear (no BatchNorm), 256 -> 128, and v2's blur
 (SimCLR's, 3x3 on the digits, p 0.5) ending each view. Optimizer: the same LARS as BYOL
