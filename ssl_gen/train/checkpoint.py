@@ -184,7 +184,7 @@ class Checkpointer:
 
 
 def _state_dir(step_dir: str) -> str:
-    return os.path.join(step_dir, "state")
+    return os.path.join(os.path.abspath(step_dir), "state")  # orbax wants absolute paths
 
 
 def saved_shapes(step_dir: str) -> Any:
