@@ -50,6 +50,27 @@ def to_unit(x, data_range: tuple[float, float]):
     return (jnp.asarray(x, jnp.float32) - lo) / (hi - lo)
 
 
+def make_quantizer(m, model: str, num_codes: int) -> nn.Module:
+    """The quantizer `QUANTIZERS[m.quantizer]` from the flat quantizer fields of model module
+    `m` (`quantizer`, `beta`, `decay`, `restart`, ...; those it does not take are ignored);
+    a one-line ValueError for a bad combination. Shared by vqvae and vqgan."""
+    if m.quantizer not in QUANTIZERS:
+        raise ValueError(f"{model}: quantizer must be one of {', '.join(QUANTIZERS)}, got "
+                         f"{m.quantizer!r}")
+    if m.quantizer == "fsq":
+        return QUANTIZERS["fsq"](levels=tuple(m.fsq_levels))
+    kw = dict(num_codes=num_codes, beta=m.beta, lookup_dim=m.lookup_dim,
+              l2_normalize=m.l2_normalize, entropy_weight=m.entropy_weight)
+    if m.quantizer == "ema":
+        kw.update(decay=m.decay, restart=m.restart, dead_threshold=m.dead_threshold,
+                  kmeans_init=m.kmeans_init)
+    elif m.restart or m.kmeans_init:
+        raise ValueError(f"{model}: restart and kmeans_init change the codebook outside the "
+                         "optimizer, so they need quantizer='ema' (the 'vq' codebook is a "
+                         "parameter)")
+    return QUANTIZERS[m.quantizer](**kw)
+
+
 class _Residual(nn.Module):
     hidden: int
     res_hidden: int
@@ -128,9 +149,6 @@ class Model(nn.Module):
         return variants.field(self, name, VARIANTS, "vqvae")
 
     def setup(self):
-        if self.quantizer not in QUANTIZERS:
-            raise ValueError(f"vqvae: quantizer must be one of {', '.join(QUANTIZERS)}, got "
-                             f"{self.quantizer!r}")
         lo, hi = self.data_range
         if not lo < hi:
             raise ValueError(f"vqvae: data_range must be (lo, hi) with lo < hi, got "
@@ -144,20 +162,7 @@ class Model(nn.Module):
                     num_res_blocks=self._cfg("num_res_blocks"))
         self.encoder = Encoder(**arch, num_downsamples=n, code_dim=self._cfg("code_dim"))
         self.decoder = Decoder(**arch, num_upsamples=n, channels=self.image_shape[-1])
-        if self.quantizer == "fsq":
-            self.vq = QUANTIZERS["fsq"](levels=tuple(self.fsq_levels))
-        else:
-            kw = dict(num_codes=self._cfg("num_codes"), beta=self.beta,
-                      lookup_dim=self.lookup_dim, l2_normalize=self.l2_normalize,
-                      entropy_weight=self.entropy_weight)
-            if self.quantizer == "ema":
-                kw.update(decay=self.decay, restart=self.restart,
-                          dead_threshold=self.dead_threshold, kmeans_init=self.kmeans_init)
-            elif self.restart or self.kmeans_init:
-                raise ValueError("vqvae: restart and kmeans_init change the codebook outside "
-                                 "the optimizer, so they need quantizer='ema' (the 'vq' "
-                                 "codebook is a parameter)")
-            self.vq = QUANTIZERS[self.quantizer](**kw)
+        self.vq = make_quantizer(self, "vqvae", self._cfg("num_codes"))
 
     @property
     def codebook_size(self) -> int:

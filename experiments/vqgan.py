@@ -1,0 +1,94 @@
+r"""VQGAN on the embedded photo crops: residual autoencoder, EMA codebook, PatchGAN.
+
+32x32 RGB crops of ten photographs (`labelled_photos`, 10,000 train / 2,000 test crops from
+disjoint regions of each photo). The encoder maps a crop to an 8x8 grid of 32-dim vectors,
+each replaced by the nearest of K = 512 codes (EMA codebook with dead-code restart); the
+decoder reconstructs it; a PatchGAN discriminator scores 6x6 overlapping patches
+(`ssl_gen.models.vqgan`). Two parts per step, generator then discriminator
+(`ssl_gen.objectives.vqgan`): L1 + (1 - SSIM) + the adaptive-weighted hinge GAN term +
+the VQ loss, the GAN term from `disc_start` on, the discriminator warmed up for
+`disc_warmup` steps before it. Each eval reports the test MSE / PSNR / SSIM and writes a
+reconstruction grid (`ssl_gen.evals.reconstruction`, `plots/reconstructions_latest.png`),
+and the codes used over the whole test split with the mean-image and random-init
+baselines (`ssl_gen.evals.codebook`); `metrics.jsonl` holds their curves over the run.
+
+Launch:
+
+  python -m ssl_gen.main --config=experiments/vqgan.py --workdir=runs/vqgan
+  python -m ssl_gen.main --config=experiments/vqgan.py:no_gan --workdir=runs/vqgan_no_gan
+
+Variants:
+  no_gan      the same autoencoder and losses without the GAN term (disc_weight 0)
+  runlocal    tiny model, few steps (combine: `no_gan,runlocal`)
+
+Override anything: `--config.num_train_steps=20000 --config.objective.kwargs.perceptual=
+fourier_l1 --config.objective.kwargs.disc_start=5000`.
+
+Stage 2 on a finished run: `experiments/vq_prior.py` builds a vqvae stage 1 (see the
+README's VQGAN section for what it needs to take a VQGAN's).
+"""
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+try:
+    from experiments.common import parse_arg
+except ImportError:  # installed, outside the repository: the configs ship as ssl_gen_experiments
+    from ssl_gen_experiments.common import parse_arg
+
+
+def _adam(lr):
+    # taming: Adam(lr, betas=(0.5, 0.9)) for both the autoencoder and the discriminator.
+    return ml_collections.ConfigDict(dict(name="adam", learning_rate=lr, b1=0.5, b2=0.9))
+
+
+def get_config(arg=None):
+    arg = parse_arg(arg, no_gan=False, runlocal=False)
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.dataset = ml_collections.ConfigDict(dict(
+        name="labelled_photos", data_dir=placeholder(str), train_split="train",
+        eval_split="test", preprocess=()))  # raw 0..255: the model maps its data_range
+    c.batch_size = 16  # 16 crops x 64 positions = 1,024 vectors per step for 512 codes
+    c.eval_batch_size = 200  # 2,000 test crops = 10 batches
+    c.num_train_steps = 400  # ~0.64 epochs: what 12 minutes of two shared CPU cores allow
+
+    c.model = ml_collections.ConfigDict(dict(name="vqgan", input_key="image", kwargs=dict(
+        image_shape=(32, 32, 3), data_range=(0.0, 255.0), variant="photos",
+        quantizer="ema", num_codes=512, beta=0.25, decay=0.99, restart=True,
+        dead_threshold=1.0)))  # restart below 1 of 1,024 vectors per step (experiments/vqvae)
+    c.objective = ml_collections.ConfigDict(dict(name="vqgan", kwargs=dict(
+        loss="hinge", perceptual="ssim", l1_weight=1.0, perceptual_weight=1.0,
+        disc_weight=0.0 if arg.no_gan else 0.8,  # taming's disc_weight 0.8
+        # The GAN term after the first 150 steps, once reconstructions are fair (taming starts
+        # it late too: disc_start 250k of ImageNet training); the discriminator 50 steps
+        # earlier, so its first gradients to the generator are not a random network's.
+        disc_start=150, disc_warmup=50, adaptive=True, max_adaptive_weight=1e4,
+        r1_weight=0.0, input_key="image")))
+    # taming scales base_lr 4.5e-6 by batch and GPUs (x 12 x 8 = 4.3e-4 for its ImageNet runs).
+    c.optimizer = _adam(2e-4)
+    c.parts = ml_collections.ConfigDict(dict(
+        generator=dict(optimizer=_adam(2e-4)),
+        discriminator=dict(optimizer=_adam(2e-4))))
+    if arg.no_gan:  # the discriminator never trains (its part never starts)
+        c.parts.discriminator.start_step = 10**9
+    c.evals = ml_collections.ConfigDict(dict(
+        reconstruction=dict(every_steps=200, kwargs=dict(field="image", num=16)),
+        codebook=dict(every_steps=100, kwargs=dict(field="image"))))
+    c.log_every_steps = 25
+    c.checkpoint_every_steps = 400
+    c.keep_checkpoints = 1
+    c.num_devices = placeholder(int)
+    c.prefetch = 2
+    c.progress_bar = True
+    if arg.runlocal:
+        c.batch_size = 8
+        c.num_train_steps = 10
+        c.model.kwargs.update(variant="tiny", num_codes=16)
+        c.objective.kwargs.update(disc_start=4, disc_warmup=2)
+        c.evals.reconstruction.update(every_steps=5)
+        c.evals.reconstruction.kwargs.num = 8
+        c.evals.codebook.every_steps = 5
+        c.log_every_steps = 5
+        c.checkpoint_every_steps = 10
+    return c
