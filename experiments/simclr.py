@@ -26,9 +26,18 @@ encoder 0.407/0.665/0.736/0.819), kNN k=10/20 0.983/0.975 (pixels 0.978/0.975), 
 Variants:
   digits     the default: 8x8 digits, batch 128, 1,200 steps (~107 epochs)
   blur       the views end with SimCLR's Gaussian blur (3x3 kernel, sigma U[0.1, 2], p 0.5)
+  photos     `labelled_photos` (32x32 RGB crops of ten photos), SimCLR's full augmentation
   runlocal   narrower encoder and head, a few steps (seconds; the tests use it)
 
-Augmentations: no flip (a mirrored digit is often another digit or none), crops of at least
+`:photos` trains on the embedded natural-image set (10,000 crops of ten photographs, test
+crops from disjoint regions; the probes classify a crop's photograph) with SimCLR's whole
+augmentation list (Appendix A): random resized crops of 8-100 %, flips, colour jitter
+(0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale with p 0.2, the blur (SimCLR's kernel rule: 3x3 at
+32 px) with p 0.5; a wider encoder (stem 32, stages 64 and 128: 32 -> 16 -> 8), 1,500 steps:
+
+  python -m ssl_gen.main --config=experiments/simclr.py:photos --workdir=runs/simclr_photos
+
+Augmentations (digits): no flip (a mirrored digit is often another digit or none), crops of at least
 35 % of the 8x8 image (SimCLR's 8 % would leave 2x2 pixels), brightness and contrast
 jitter 0.4 (saturation and hue mean nothing on one grey channel). Override anything:
 `--config.objective.kwargs.temperature=0.2 --config.num_train_steps=1000`
@@ -57,13 +66,29 @@ AUGMENT = (
 BLUR = {"name": "gaussian_blur", "kernel_size": 3, "sigma": (0.1, 2.0), "p": 0.5}
 BYOL_BLUR = dict(BLUR, p=(1.0, 0.1))
 ENCODER = dict(stem_width=24, widths=(48, 96), blocks=1)
+# `:photos`: SimCLR's augmentations as the paper has them (Appendix A), on 32x32 RGB crops.
+PHOTO_AUGMENT = (
+    {"name": "random_resized_crop", "size": 32, "scale": (0.08, 1.0)},
+    {"name": "flip"},
+    {"name": "color_jitter", "brightness": 0.4, "contrast": 0.4, "saturation": 0.4,
+     "hue": 0.1, "p": 0.8},
+    {"name": "grayscale", "p": 0.2},
+    {"name": "gaussian_blur", "sigma": (0.1, 2.0), "p": 0.5},
+)
+PHOTO_ENCODER = dict(stem_width=32, widths=(64, 128), blocks=1)
 TINY_ENCODER = dict(stem_width=8, widths=(8, 16), blocks=1)
 
 
-def dataset(blur=None) -> ml_collections.ConfigDict:
+def dataset(blur=None, photos: bool = False) -> ml_collections.ConfigDict:
     """Digits in [0, 1] (grey levels / 16) with two augmented views in `views` (`AUGMENT`,
     then the `blur` op when given); the probes read `image`, the unaugmented digit
-    (evaluation skips the random ops)."""
+    (evaluation skips the random ops). `photos`: `labelled_photos` / 255, `PHOTO_AUGMENT`."""
+    if photos:
+        return ml_collections.ConfigDict(dict(
+            name="labelled_photos", data_dir=placeholder(str), train_split="train",
+            eval_split="test", preprocess=(
+                {"name": "normalize", "scale": 1 / 255},
+                {"name": "views", "ops": PHOTO_AUGMENT, "num": 2, "out": "views"})))
     ops = AUGMENT + ((blur,) if blur else ())
     return ml_collections.ConfigDict(dict(
         name="digits", data_dir=placeholder(str), train_split="train", eval_split="test",
@@ -107,12 +132,15 @@ def lars(batch_size: int, weight_decay: float, warmup_steps: int):
 
 
 def get_config(arg=None):
-    arg = parse_arg(arg, digits=False, blur=False, runlocal=False)
+    arg = parse_arg(arg, digits=False, blur=False, photos=False, runlocal=False)
     c = ml_collections.ConfigDict()
-    c.dataset = dataset(BLUR if arg.blur else None)
-    loop(c, 1_200, arg.runlocal)
+    c.dataset = dataset(BLUR if arg.blur else None, photos=arg.photos)
+    loop(c, 1_500 if arg.photos else 1_200, arg.runlocal)
+    if arg.photos:
+        c.eval_batch_size = 200
+    encoder = TINY_ENCODER if arg.runlocal else PHOTO_ENCODER if arg.photos else ENCODER
     c.model = ml_collections.ConfigDict(dict(name="contrastive", input_key="image", kwargs=dict(
-        **(TINY_ENCODER if arg.runlocal else ENCODER),
+        **encoder,
         projector_hidden=32 if arg.runlocal else 256, projector_out=16 if arg.runlocal else 128,
         projector_layers=2, predictor_hidden=None)))
     c.objective = ml_collections.ConfigDict(dict(name="contrastive", kwargs=dict(
@@ -121,5 +149,5 @@ def get_config(arg=None):
     # SimCLR (Appendix B.1, B.9 and its code): LARS, wd 1e-6, warmup 10 % of the steps; the
     # square-root lr rule (0.075 sqrt(128) = 0.85): the linear rule's 0.3 x 128 / 256 = 0.15
     # moves each layer by ~0.15 % a step, too slow for 1,200 steps.
-    c.optimizer = lars(c.batch_size, 1e-6, 2 if arg.runlocal else 120)
+    c.optimizer = lars(c.batch_size, 1e-6, 2 if arg.runlocal else 150 if arg.photos else 120)
     return c
