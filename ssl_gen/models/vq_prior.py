@@ -3,7 +3,9 @@ r"""Stage 2 of a VQ-VAE: a GPT prior over a frozen VQ-VAE's code grid (van den O
 transformers, with a transformer as the prior).
 
 Two submodules, two parameter subtrees:
-- `vqvae` (`ssl_gen.models.vqvae.Model(**stage1)`): the stage-1 autoencoder. Its weights
+- `vqvae` (`ssl_gen.models.<stage1_model>.Model(**stage1)`, "vqvae" by default or
+  "vqgan": any model with `encode`, `quantize`, `decode`, `decode_indices`,
+  `codebook_size`, `latent_shape()` and `data_range`): the stage-1 autoencoder. Its weights
   come from the finished stage-1 run through `config.init_from` with mapping
   `{"vqvae": ""}` (the source's whole tree under this model's `vqvae/`, in every
   collection, so the EMA codebook in `vq_stats` follows its encoder). No objective part
@@ -48,7 +50,10 @@ from flax.core import FrozenDict
 
 from ssl_gen.models import gpt as gpt_lib
 from ssl_gen.models import maskgit, sampling
+from ssl_gen.models import vqgan as vqgan_lib
 from ssl_gen.models import vqvae as vqvae_lib
+
+STAGE1 = {"vqvae": vqvae_lib, "vqgan": vqgan_lib}  # stage1_model -> its module
 
 
 def _freeze(v):
@@ -64,6 +69,7 @@ class Model(nn.Module):
 
     stage1: Any = FrozenDict()  # ssl_gen.models.vqvae.Model kwargs (the stage-1 run's)
     prior: Any = FrozenDict()  # ssl_gen.models.gpt.Model kwargs, without vocab_size/max_len
+    stage1_model: str = "vqvae"  # the stage-1 module: ssl_gen.models.vqvae or .vqgan
     # MaskGIT decoding (prior.bidirectional only): steps T and the confidence noise's scale
     # at step 0 (the reference's 4.5; it decays linearly to 0).
     num_steps: int = 8
@@ -74,8 +80,14 @@ class Model(nn.Module):
         object.__setattr__(self, "prior", _freeze(self.prior))
         super().__post_init__()
 
-    def _stage1(self) -> vqvae_lib.Model:
-        return vqvae_lib.Model(**self.stage1, parent=None)  # unbound: read its fields
+    def _stage1_class(self):
+        if self.stage1_model not in STAGE1:
+            raise ValueError(f"vq_prior: stage1_model must be one of {', '.join(STAGE1)}, got "
+                             f"{self.stage1_model!r}")
+        return STAGE1[self.stage1_model].Model
+
+    def _stage1(self) -> nn.Module:
+        return self._stage1_class()(**self.stage1, parent=None)  # unbound: read its fields
 
     @property
     def codebook_size(self) -> int:
@@ -113,7 +125,7 @@ class Model(nn.Module):
             prior[name] = value
         if self.bidirectional:
             maskgit.check_args(self.num_steps, self.choice_temperature, self.seq_len)
-        self.vqvae = vqvae_lib.Model(**self.stage1)
+        self.vqvae = self._stage1_class()(**self.stage1)
         self.gpt = gpt_lib.Model(**prior)
 
     def codes(self, x):

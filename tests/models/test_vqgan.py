@@ -81,3 +81,39 @@ def test_attention_mixes_positions_at_the_lowest_resolution():
 def test_bad_settings_are_one_line_value_errors(kw, match):
     with pytest.raises(ValueError, match=match):
         _model(**kw).init(jax.random.key(0), jnp.zeros((1, *_model(**kw).image_shape)))
+
+
+def test_the_stage2_prior_runs_on_a_vqgan_stage1_loaded_under_vqvae():
+    """`vq_prior.Model(stage1_model="vqgan")`: every stage-1 leaf it creates has its
+    counterpart in a VQGAN's variables (what `init_from` mapping {"vqvae": ""} loads; the
+    discriminator is left behind), and with those loaded its codes are the VQGAN's own
+    indices and its samples decode to images."""
+    from flax import traverse_util
+
+    from ssl_gen.models import vq_prior
+
+    kw = dict(variant="tiny", image_shape=(16, 16, 3))
+    stage1 = vqgan.Model(**kw)
+    x = jax.random.uniform(jax.random.key(3), (2, 16, 16, 3)) * 255
+    v1 = stage1.init(jax.random.key(0), x)
+    prior = vq_prior.Model(stage1=kw, stage1_model="vqgan", prior=dict(variant="tiny"))
+    v2 = prior.init(jax.random.key(1), x)
+    loaded = {}
+    for coll, tree in v2.items():
+        flat = traverse_util.flatten_dict(tree)
+        src = traverse_util.flatten_dict(v1[coll])
+        for path, leaf in flat.items():
+            if path[0] == "vqvae":
+                assert src[path[1:]].shape == leaf.shape, path
+                flat[path] = src[path[1:]]
+        loaded[coll] = traverse_util.unflatten_dict(flat)
+    assert not any(p[1] == "discriminator"
+                   for p in traverse_util.flatten_dict(v2["params"]) if p[0] == "vqvae")
+    codes = prior.apply(loaded, x, method=prior.codes)
+    want = stage1.apply(v1, x)[1]["indices"].reshape(2, -1)
+    np.testing.assert_array_equal(codes, want)
+    assert prior.seq_len == 64 and prior.codebook_size == 16
+    samples = prior.apply(loaded, jax.random.key(2), 2, method=prior.sample)
+    assert samples.shape == (2, 16, 16, 3) and np.all(np.isfinite(samples))
+    with pytest.raises(ValueError, match="stage1_model must be one of"):
+        vq_prior.Model(stage1=kw, stage1_model="vqgn").init(jax.random.key(1), x)
