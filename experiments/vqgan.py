@@ -24,8 +24,26 @@ Variants:
 Override anything: `--config.num_train_steps=20000 --config.objective.kwargs.perceptual=
 fourier_l1 --config.objective.kwargs.disc_start=5000`.
 
-Stage 2 on a finished run: `experiments/vq_prior.py` builds a vqvae stage 1 (see the
-README's VQGAN section for what it needs to take a VQGAN's).
+Measured (400 steps, seed 0, both runs side by side niced on a loaded 2-core CPU, ~22
+wall-minutes each; test split, 2,000 crops; MSE in [0, 1] units (codebook eval, unclipped),
+PSNR and SSIM of the clipped reconstruction (reconstruction eval); codes used of 512 over
+the whole split; mean-image baseline MSE 0.094, random init 0.648 and 438 codes):
+
+                      MSE      PSNR (dB)  SSIM    codes used  perplexity
+  default (GAN)       0.0287   17.69      0.646   512         370
+  no_gan              0.0264   18.12      0.672   512         411
+
+Both still improving at 400 steps (0.64 epochs; MSE 0.077 at step 100, 0.045 at 200):
+far too short for the GAN term to pay off, and at this length it costs a little on every
+pixel metric (the expected direction: it trades pixel fidelity for realism). Its adaptive
+weight stayed 0.03-0.12 and the discriminator's accuracy ~0.7. Every code stayed in use
+at every eval (the restart's work); per batch (1,024 vectors) the perplexity held ~275.
+Grids: docs/images/vqgan{,_no_gan}_photos_reconstructions.png. The launch commands above
+with `--config.num_train_steps=20000` (and `disc_start=5000`) are the real experiment.
+
+Stage 2: `experiments/vq_prior.py` builds its stage 1 from experiments/vqvae.py; the model
+takes a VQGAN (`ssl_gen.models.vq_prior`, `stage1_model="vqgan"` with this config's
+model kwargs as `stage1`, init_from mapping {"vqvae": ""} as there).
 """
 
 import ml_collections

@@ -5,7 +5,9 @@ scale, aux with `target`, the input in unit scale) (`ssl_gen.models.vqvae`,
 `ssl_gen.models.vqgan`), over every real example of the eval split (`example_mask`), with
 the reconstruction clipped to [0, 1] (what a picture of it shows):
 
-- `mse`: mean squared error per pixel, unit scale;
+- `mse_clipped`: mean squared error per pixel of the clipped reconstruction, unit scale
+  (`ssl_gen.evals.codebook`'s `mse` is the unclipped one; the names differ so that both
+  evals can share a run's eval rows);
 - `psnr`: the mean over images of 10 log10(1 / MSE_image) dB (peak 1: unit scale);
 - `ssim`: the mean over images of SSIM (`ssl_gen.models.perceptual.ssim`: Wang et al. 2004,
   11x11 Gaussian window, sigma 1.5, K1 = 0.01, K2 = 0.03, L = 1); only for images of at
@@ -41,7 +43,7 @@ def _reconstruct(model, variables, x, mask):
 def _batch_sums(x_hat, u, mask):
     mse = jnp.mean((x_hat - u).reshape(u.shape[0], -1) ** 2, -1)  # (B,)
     psnr = -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
-    out = {"mse": mse, "psnr": psnr}
+    out = {"mse_clipped": mse, "psnr": psnr}
     if min(u.shape[1:3]) >= perceptual.WINDOW:
         out["ssim"] = perceptual.ssim(x_hat, u)
     return {k: jnp.sum(v * mask) for k, v in out.items()}

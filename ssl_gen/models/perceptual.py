@@ -28,6 +28,13 @@ chooses one of these, all on images in unit scale [0, 1], (B, H, W, C) -> per-im
   much of a perceptual metric's signal (Zhang et al. 2018, Sec. 4.2: untrained networks'
   2AFC scores beat the classic metrics' on some distortions; He, Wang & Hopcroft 2016
   synthesize textures from random-weight networks).
+
+Measured (`python -m benchmarks.bench_perceptual`: 250 photo test crops, a sigma-1 blur
+against Gaussian noise of the same MSE): blur/noise = 0.29 for 1 - SSIM, 0.57 Fourier L1,
+0.59 random conv, 0.55 for L1 itself. None of them singles out blur (SSIM least of all:
+it punishes noise 3.4x harder than an equally lossy blur), so these terms shape structure
+and colour; sharpness is left to the GAN term. SSIM costs ~22 ms per 16 crops (forward),
+the Fourier L1 ~1 ms, random conv ~6 ms.
 """
 
 from __future__ import annotations
