@@ -25,9 +25,10 @@ Override anything: `--config.num_train_steps=20000 --config.objective.kwargs.per
 fourier_l1 --config.objective.kwargs.disc_start=5000`.
 
 Measured (400 steps, seed 0, both runs side by side niced on a loaded 2-core CPU, ~22
-wall-minutes each; test split, 2,000 crops; MSE in [0, 1] units (codebook eval, unclipped),
-PSNR and SSIM of the clipped reconstruction (reconstruction eval); codes used of 512 over
-the whole split; mean-image baseline MSE 0.094, random init 0.648 and 438 codes):
+wall-minutes each; test split, 2,000 crops; MSE ([0, 1] units), PSNR and SSIM of the
+reconstruction clipped to [0, 1] (`ssl_gen.evals.reconstruction`); codes used of 512 over
+the whole split (`ssl_gen.evals.codebook`); mean-image baseline MSE 0.094, random init
+0.648 (unclipped) and 438 codes):
 
                       MSE      PSNR (dB)  SSIM    codes used  perplexity
   default (GAN)       0.0287   17.69      0.646   512         370
