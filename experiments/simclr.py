@@ -37,6 +37,11 @@ augmentation list (Appendix A): random resized crops of 8-100 %, flips, colour j
 
   python -m ssl_gen.main --config=experiments/simclr.py:photos --workdir=runs/simclr_photos
 
+Measured (seed 0, 1,500 steps, ~45 min at load 3-10; 2,000 test crops): linear probe 0.803
+(raw pixels 0.462, random-init encoder 0.731), kNN k=10 0.791 (0.564, 0.756), few-shot
+1/5/10/25 0.471/0.486/0.519/0.596 (pixels 0.268/0.393/0.406/0.430, random init
+0.285/0.429/0.468/0.511).
+
 Augmentations (digits): no flip (a mirrored digit is often another digit or none), crops of at least
 35 % of the 8x8 image (SimCLR's 8 % would leave 2x2 pixels), brightness and contrast
 jitter 0.4 (saturation and hue mean nothing on one grey channel). Override anything:
