@@ -55,7 +55,7 @@ import jax
 import jax.numpy as jnp
 
 from ssl_gen.models import variants
-from ssl_gen.models.vqvae import make_quantizer, to_unit
+from ssl_gen.models.vqvae import QuantizedAutoencoder, make_quantizer, to_unit
 
 # The decoder's last conv kernel, the adaptive weight's W_L (ssl_gen.objectives.vqgan).
 LAST_LAYER = ("params", "generator", "decoder", "conv_out", "kernel")
@@ -199,8 +199,9 @@ class Generator(nn.Module):
     decoder: nn.Module
 
 
-class Model(nn.Module):
-    """VQGAN (module docstring). Quantizer settings are flat fields, as in vqvae.Model."""
+class Model(QuantizedAutoencoder):
+    """VQGAN (module docstring). Quantizer settings are flat fields, as in vqvae.Model
+    (`vqvae.QuantizedAutoencoder`; 512 codes by default here)."""
 
     image_shape: Sequence[int] = (32, 32, 3)
     data_range: tuple[float, float] = (0.0, 255.0)
@@ -212,17 +213,7 @@ class Model(nn.Module):
     disc_ch: int = 16
     disc_layers: int = 2
     disc_norm: str = "group"
-    quantizer: str = "ema"
     num_codes: int = 512
-    beta: float = 0.25
-    decay: float = 0.99
-    restart: bool = False
-    dead_threshold: float = 1.0
-    kmeans_init: bool = False
-    lookup_dim: int | None = None
-    l2_normalize: bool = False
-    entropy_weight: float = 0.0
-    fsq_levels: Sequence[int] = (8, 5, 5, 5)
     variant: str | None = None
 
     def _cfg(self, name):
@@ -258,11 +249,8 @@ class Model(nn.Module):
             ch=self._cfg("disc_ch"), num_layers=self._cfg("disc_layers"), norm=self.disc_norm,
             groups=self._cfg("norm_groups"))
 
-    @property
-    def codebook_size(self) -> int:
-        if self.quantizer == "fsq":
-            return math.prod(self.fsq_levels)
-        return self._cfg("num_codes")
+    def _quantizer(self):
+        return self.generator.vq
 
     def latent_shape(self) -> tuple[int, int]:
         f = 2 ** (len(self._cfg("ch_mult")) - 1)
@@ -271,12 +259,6 @@ class Model(nn.Module):
     def encode(self, x):
         """z_e (B, h, w, code_dim) of images x in data_range."""
         return self.generator.encoder(to_unit(x, self.data_range))
-
-    def quantize(self, z_e, *, train: bool = False, mask=None):
-        """(z_q, aux): the quantizer on z_e; mask (B,) weights the examples."""
-        if mask is not None:
-            mask = jnp.broadcast_to(mask[:, None, None], z_e.shape[:-1])
-        return self.generator.vq(z_e, train=train, mask=mask)
 
     def decode(self, z_q):
         """The reconstruction in unit scale, (B, H, W, C) (linear output, not clipped)."""

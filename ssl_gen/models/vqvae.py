@@ -121,17 +121,11 @@ class Decoder(nn.Module):
         return h
 
 
-class Model(nn.Module):
-    """VQ-VAE (module docstring). Quantizer settings are flat fields, passed on to
-    `quantizers.QUANTIZERS[quantizer]` (those that quantizer does not take are ignored)."""
+class QuantizedAutoencoder(nn.Module):
+    """What vqvae.Model and vqgan.Model share: the flat quantizer fields `make_quantizer`
+    reads, the codebook size, and `quantize`. Subclasses define `_cfg(name)` (the variant's
+    value of a field) and `_quantizer()` (their quantizer submodule)."""
 
-    image_shape: Sequence[int] = (8, 8, 1)
-    data_range: tuple[float, float] = (0.0, 16.0)
-    hidden: int = 64
-    res_hidden: int = 32
-    num_res_blocks: int = 2
-    num_downsamples: int = 1
-    code_dim: int = 16
     quantizer: str = "ema"
     num_codes: int = 256
     beta: float = 0.25
@@ -143,6 +137,31 @@ class Model(nn.Module):
     l2_normalize: bool = False
     entropy_weight: float = 0.0
     fsq_levels: Sequence[int] = (8, 5, 5, 5)
+
+    @property
+    def codebook_size(self) -> int:
+        if self.quantizer == "fsq":
+            return math.prod(self.fsq_levels)
+        return self._cfg("num_codes")
+
+    def quantize(self, z_e, *, train: bool = False, mask=None):
+        """(z_q, aux): the quantizer on z_e; mask (B,) weights the examples."""
+        if mask is not None:
+            mask = jnp.broadcast_to(mask[:, None, None], z_e.shape[:-1])
+        return self._quantizer()(z_e, train=train, mask=mask)
+
+
+class Model(QuantizedAutoencoder):
+    """VQ-VAE (module docstring). Quantizer settings are flat fields, passed on to
+    `quantizers.QUANTIZERS[quantizer]` (those that quantizer does not take are ignored)."""
+
+    image_shape: Sequence[int] = (8, 8, 1)
+    data_range: tuple[float, float] = (0.0, 16.0)
+    hidden: int = 64
+    res_hidden: int = 32
+    num_res_blocks: int = 2
+    num_downsamples: int = 1
+    code_dim: int = 16
     variant: str | None = None
 
     def _cfg(self, name):
@@ -164,11 +183,8 @@ class Model(nn.Module):
         self.decoder = Decoder(**arch, num_upsamples=n, channels=self.image_shape[-1])
         self.vq = make_quantizer(self, "vqvae", self._cfg("num_codes"))
 
-    @property
-    def codebook_size(self) -> int:
-        if self.quantizer == "fsq":
-            return math.prod(self.fsq_levels)
-        return self._cfg("num_codes")
+    def _quantizer(self):
+        return self.vq
 
     def latent_shape(self) -> tuple[int, int]:
         n = 2 ** self._cfg("num_downsamples")
@@ -177,12 +193,6 @@ class Model(nn.Module):
     def encode(self, x):
         """z_e (B, h, w, code_dim) of images x in data_range."""
         return self.encoder(to_unit(x, self.data_range))
-
-    def quantize(self, z_e, *, train: bool = False, mask=None):
-        """(z_q, aux): the quantizer on z_e; mask (B,) weights the examples."""
-        if mask is not None:
-            mask = jnp.broadcast_to(mask[:, None, None], z_e.shape[:-1])
-        return self.vq(z_e, train=train, mask=mask)
 
     def decode(self, z_q):
         """The reconstruction in unit scale [0, 1], (B, H, W, C)."""
