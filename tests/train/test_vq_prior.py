@@ -20,14 +20,19 @@ def _config(path, arg, data_dir):
     return c
 
 
-@pytest.mark.slow
-def test_stage1_then_prior_through_init_from(data_dir, tmp_path):
+@pytest.fixture(scope="module")
+def s1_dir(data_dir, tmp_path_factory):
+    """A 3-step stage-1 VQ-VAE run (runlocal), shared by both priors' tests."""
     s1 = _config("experiments/vqvae.py", "runlocal", data_dir)
     s1.num_train_steps, s1.checkpoint_every_steps = 3, 3
     s1.evals = {}
-    s1_dir = str(tmp_path / "vqvae")
-    trainer.train_and_evaluate(s1, s1_dir)
+    out = str(tmp_path_factory.mktemp("vqvae"))
+    trainer.train_and_evaluate(s1, out)
+    return out
 
+
+@pytest.mark.slow
+def test_stage1_then_prior_through_init_from(data_dir, s1_dir, tmp_path):
     c = _config("experiments/vq_prior.py", f"runlocal,stage1={s1_dir}", data_dir)
     c.num_train_steps, c.checkpoint_every_steps = 4, 4
     c.evals.prior.every_steps = 0  # the final eval only
@@ -55,16 +60,10 @@ def test_stage1_then_prior_through_init_from(data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_stage1_then_maskgit_prior_through_init_from(data_dir, tmp_path):
+def test_stage1_then_maskgit_prior_through_init_from(data_dir, s1_dir, tmp_path):
     """The maskgit variant end to end: masked-code training from the loaded stage 1 (frozen),
     the masked-code NLLs with their baseline, the MMD² of parallel-decoded samples and the
     figure in the final evals; the step traces once."""
-    s1 = _config("experiments/vqvae.py", "runlocal", data_dir)
-    s1.num_train_steps, s1.checkpoint_every_steps = 3, 3
-    s1.evals = {}
-    s1_dir = str(tmp_path / "vqvae")
-    trainer.train_and_evaluate(s1, s1_dir)
-
     c = _config("experiments/vq_prior.py", f"maskgit,runlocal,stage1={s1_dir}", data_dir)
     c.num_train_steps, c.checkpoint_every_steps = 4, 4
     c.evals.masked_prior.every_steps = 0  # the final eval only
