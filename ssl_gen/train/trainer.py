@@ -181,7 +181,7 @@ def _evaluate(config, b, state, step: int, workdir: str, writer, final: bool,
     raises `EvalInterrupted` between batches (or an eval's own chunks); nothing of the
     interrupted step is written, so the resumed run evaluates it again.
     """
-    out, periodic = {}, {}
+    out, periodic, owner = {}, {}, {}  # owner: metric -> the eval that reported it
     for name, ev in (config.get("evals") or {}).items():
         every = ev.get("every_steps", 0)
         if not final and not (every and step % every == 0):
@@ -200,6 +200,11 @@ def _evaluate(config, b, state, step: int, workdir: str, writer, final: bool,
             eval_batches=lambda: _eval_batches(config, b), should_stop=_stop_requested)
         ctx.check_stop()
         result = fn(state_view(state, ev.get("weights")), ctx, **kwargs)
+        clash = sorted(set(result) & set(owner))
+        if clash:  # one row holds every eval's metrics: a second writer would overwrite
+            raise ValueError(f"config.evals.{name} and config.evals.{owner[clash[0]]} both "
+                             f"report {clash[0]!r}: rename one eval's metric")
+        owner.update(dict.fromkeys(result, name))
         out.update(result)
         if final and _same_at_end(ev, step):
             periodic.update(result)

@@ -144,3 +144,13 @@ def test_bad_config_is_one_line_error_before_compiling(tiny_config, tmp_path, mu
         trainer.train_and_evaluate(tiny_config, str(tmp_path))
     assert "\n" not in str(e.value).strip()
     assert not os.path.exists(tmp_path / "checkpoints")  # failed before any state existed
+
+
+def test_two_evals_reporting_one_metric_is_an_error(tiny_config, tmp_path):
+    """One row holds every eval's metrics, so a second eval writing the same name would
+    overwrite the first silently (VQGAN's reconstruction and codebook evals both wrote `mse`)."""
+    kw = dict(num_samples=2, chunk_size=2)
+    tiny_config.evals = {"iwae": dict(every_steps=0, kwargs=kw),
+                         "again": dict(module="iwae", every_steps=0, kwargs=kw)}
+    with pytest.raises(ValueError, match=r"config.evals.iwae and config.evals.again both report 'elbo'"):
+        trainer.train_and_evaluate(tiny_config, str(tmp_path))
