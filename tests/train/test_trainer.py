@@ -152,5 +152,6 @@ def test_two_evals_reporting_one_metric_is_an_error(tiny_config, tmp_path):
     kw = dict(num_samples=2, chunk_size=2)
     tiny_config.evals = {"iwae": dict(every_steps=0, kwargs=kw),
                          "again": dict(module="iwae", every_steps=0, kwargs=kw)}
-    with pytest.raises(ValueError, match=r"config.evals.iwae and config.evals.again both report 'elbo'"):
+    with pytest.raises(ValueError,
+                       match=r"config.evals.iwae and config.evals.again both report 'elbo'"):
         trainer.train_and_evaluate(tiny_config, str(tmp_path))
