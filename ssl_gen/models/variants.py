@@ -13,11 +13,15 @@ from typing import Any
 
 
 def field(module: Any, name: str, variants: Mapping[str, Mapping[str, Any]],
-          model: str) -> Any:
+          model: str, fallback: str | None = None) -> Any:
     """`module.<name>`, or the value `variants[module.variant]` gives it when not explicit;
-    a one-line ValueError for an unknown variant."""
+    a one-line ValueError for an unknown variant.
+
+    `fallback`: the variant that fills the fields when `module.variant` is None (for models
+    whose variant fields default to None, so that any explicit value wins, the table's own
+    included)."""
     value = getattr(module, name)
-    variant = getattr(module, "variant", None)
+    variant = getattr(module, "variant", None) or fallback
     if variant is None:
         return value
     if variant not in variants:

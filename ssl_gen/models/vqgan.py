@@ -205,19 +205,20 @@ class Model(QuantizedAutoencoder):
 
     image_shape: Sequence[int] = (32, 32, 3)
     data_range: tuple[float, float] = (0.0, 255.0)
-    ch: int = 16
-    ch_mult: Sequence[int] = (1, 2, 2)
-    num_res_blocks: int = 1
-    code_dim: int = 32
-    norm_groups: int = 8
-    disc_ch: int = 16
-    disc_layers: int = 2
+    # The architecture: None takes the variant's value ("photos" without a variant), so
+    # any explicit value wins, the variant's own included (`ssl_gen.models.variants`).
+    ch: int | None = None
+    ch_mult: Sequence[int] | None = None
+    num_res_blocks: int | None = None
+    code_dim: int | None = None
+    norm_groups: int | None = None
+    disc_ch: int | None = None
+    disc_layers: int | None = None
     disc_norm: str = "group"
-    num_codes: int = 512
     variant: str | None = None
 
     def _cfg(self, name):
-        return variants.field(self, name, VARIANTS, "vqgan")
+        return variants.field(self, name, VARIANTS, "vqgan", fallback="photos")
 
     def setup(self):
         lo, hi = self.data_range

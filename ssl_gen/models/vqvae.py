@@ -127,7 +127,7 @@ class QuantizedAutoencoder(nn.Module):
     value of a field) and `_quantizer()` (their quantizer submodule)."""
 
     quantizer: str = "ema"
-    num_codes: int = 256
+    num_codes: int | None = None  # None: the variant's (256 in vqvae, 512 in vqgan)
     beta: float = 0.25
     decay: float = 0.99
     restart: bool = False
@@ -157,15 +157,17 @@ class Model(QuantizedAutoencoder):
 
     image_shape: Sequence[int] = (8, 8, 1)
     data_range: tuple[float, float] = (0.0, 16.0)
-    hidden: int = 64
-    res_hidden: int = 32
-    num_res_blocks: int = 2
-    num_downsamples: int = 1
-    code_dim: int = 16
+    # The architecture: None takes the variant's value ("digits" without a variant), so
+    # any explicit value wins, the variant's own included (`ssl_gen.models.variants`).
+    hidden: int | None = None
+    res_hidden: int | None = None
+    num_res_blocks: int | None = None
+    num_downsamples: int | None = None
+    code_dim: int | None = None
     variant: str | None = None
 
     def _cfg(self, name):
-        return variants.field(self, name, VARIANTS, "vqvae")
+        return variants.field(self, name, VARIANTS, "vqvae", fallback="digits")
 
     def setup(self):
         lo, hi = self.data_range

@@ -117,3 +117,19 @@ def test_the_stage2_prior_runs_on_a_vqgan_stage1_loaded_under_vqvae():
     assert samples.shape == (2, 16, 16, 3) and np.all(np.isfinite(samples))
     with pytest.raises(ValueError, match="stage1_model must be one of"):
         vq_prior.Model(stage1=kw, stage1_model="vqgn").init(jax.random.key(1), x)
+
+
+def test_an_explicit_field_wins_over_the_variant_even_at_another_variants_value():
+    """A value equal to what another variant (or the no-variant default) would give is
+    still explicit: `variant="tiny", ch_mult=(1, 2, 2)` is f = 4, not tiny's f = 2 (with
+    class defaults as the "unset" marker, the tiny table silently won)."""
+    from ssl_gen.models import vqvae
+
+    assert vqgan.Model(variant="tiny").latent_shape() == (16, 16)  # tiny: ch_mult (1, 2)
+    assert vqgan.Model(variant="tiny", ch_mult=(1, 2, 2)).latent_shape() == (8, 8)
+    assert vqgan.Model(variant="tiny", num_codes=512).codebook_size == 512
+    assert vqgan.Model().codebook_size == 512 and vqgan.Model().latent_shape() == (8, 8)
+    assert vqvae.Model(variant="tiny", num_codes=256).codebook_size == 256
+    assert vqvae.Model(variant="tiny").codebook_size == 16
+    assert vqvae.Model().codebook_size == 256 and vqvae.Model().latent_shape() == (4, 4)
+    assert vqvae.Model(variant="oord17", num_downsamples=1).latent_shape() == (4, 4)
