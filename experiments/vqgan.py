@@ -19,7 +19,19 @@ Launch:
 
 Variants:
   no_gan      the same autoencoder and losses without the GAN term (disc_weight 0)
+  cifar10     tfds `cifar10` (prepare it first): a 4x wider model, K = 1024, 100k steps
   runlocal    tiny model, few steps (combine: `no_gan,runlocal`)
+
+`:cifar10` is for users who have tfds `cifar10` prepared (`tfds build cifar10 --data_dir=DIR
+--file_format=array_record` where there is network) and an accelerator: the same f = 4
+layout (an 8x8 grid of codes per 32x32 image) at ch 64 with 2 residual blocks a level,
+D = 64, K = 1024, discriminator ndf 64; batch 64, 100,000 steps (128 epochs), the GAN term
+from step 30,000:
+
+  python -m ssl_gen.main --config=experiments/vqgan.py:cifar10 --workdir=runs/vqgan_cifar10 \
+    --config.dataset.data_dir=DIR
+
+then `experiments/vq_prior.py:cifar10,stage1=runs/vqgan_cifar10` (same data_dir).
 
 Override anything: `--config.num_train_steps=20000 --config.objective.kwargs.perceptual=
 fourier_l1 --config.objective.kwargs.disc_start=5000`.
@@ -62,7 +74,7 @@ def _adam(lr):
 
 
 def get_config(arg=None):
-    arg = parse_arg(arg, no_gan=False, runlocal=False)
+    arg = parse_arg(arg, no_gan=False, cifar10=False, runlocal=False)
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.dataset = ml_collections.ConfigDict(dict(
@@ -100,10 +112,23 @@ def get_config(arg=None):
     c.num_devices = placeholder(int)
     c.prefetch = 2
     c.progress_bar = True
+    if arg.cifar10:
+        c.dataset.name = "cifar10"
+        c.model.kwargs.update(ch=64, num_res_blocks=2, code_dim=64, num_codes=1024,
+                              norm_groups=32, disc_ch=64)
+        c.batch_size = 64  # 64 images x 64 positions = 4,096 vectors per step
+        c.eval_batch_size = 500  # 10,000 test images = 20 batches
+        c.num_train_steps = 100_000
+        c.objective.kwargs.update(disc_start=30_000, disc_warmup=1_000)
+        c.evals.reconstruction.every_steps = 10_000
+        c.evals.codebook.every_steps = 5_000
+        c.log_every_steps = 200
+        c.checkpoint_every_steps = 5_000
     if arg.runlocal:
         c.batch_size = 8
         c.num_train_steps = 10
-        c.model.kwargs.update(variant="tiny", num_codes=16)
+        # tiny at f = 4 (one more downsampling), the 8x8 code grid of the full config
+        c.model.kwargs.update(variant="tiny", ch_mult=(1, 2, 2), num_codes=16)
         c.objective.kwargs.update(disc_start=4, disc_warmup=2)
         c.evals.reconstruction.update(every_steps=5)
         c.evals.reconstruction.kwargs.num = 8

@@ -8,14 +8,26 @@ mean-image and random-initialization baselines (`ssl_gen.evals.codebook`).
 
 Launch:
 
-  python -m ssl_gen.train.main --config=experiments/vqvae.py --workdir=runs/vqvae
+  python -m ssl_gen.main --config=experiments/vqvae.py --workdir=runs/vqvae
 
 Variants:
   no_restart  plain EMA, no dead-code restart (half the codebook stays dead)
   kmeans      restart and a k-means initialization from the first batch
   vq          the codebook trained by the loss (codebook + beta * commitment), no EMA
   fsq         finite scalar quantization, levels (8, 8, 4) = 256 codes, no codebook loss
+  mnist       tfds `mnist` (prepare it first): 28x28 to a 7x7 grid of K = 512 codes
   runlocal    tiny model, few steps (combine: `no_restart,runlocal`)
+
+`:mnist` is for users who have tfds `mnist` prepared (`tfds build mnist --data_dir=DIR
+--file_format=array_record` where there is network; nothing is downloaded at run time):
+Sonnet's VQ-VAE architecture (128 hidden, 2 stride-2 downsamplings, D = 64, K = 512; the
+`sonnet` variant of `ssl_gen.models.vqvae`), EMA with restart, batch 128, 20,000 steps
+(~43 epochs of 60,000 digits):
+
+  python -m ssl_gen.main --config=experiments/vqvae.py:mnist --workdir=runs/vqvae_mnist \
+    --config.dataset.data_dir=DIR
+
+then `experiments/vq_prior.py:mnist,stage1=runs/vqvae_mnist` (same data_dir).
 
 Override anything: `--config.num_train_steps=6000 --config.model.kwargs.dead_threshold=0.5`.
 
@@ -39,7 +51,8 @@ except ImportError:  # installed, outside the repository: the configs ship as ss
 
 
 def get_config(arg=None):
-    arg = parse_arg(arg, no_restart=False, kmeans=False, vq=False, fsq=False, runlocal=False)
+    arg = parse_arg(arg, no_restart=False, kmeans=False, vq=False, fsq=False, mnist=False,
+                    runlocal=False)
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.dataset = ml_collections.ConfigDict(dict(
@@ -74,6 +87,16 @@ def get_config(arg=None):
     if arg.fsq:
         c.model.kwargs.update(quantizer="fsq", restart=False, kmeans_init=False,
                               fsq_levels=(8, 8, 4))
+    if arg.mnist:
+        c.dataset.name = "mnist"
+        c.model.kwargs.update(image_shape=(28, 28, 1), data_range=(0.0, 255.0),
+                              variant="sonnet", num_codes=512)
+        c.batch_size = 128  # 128 digits x 49 positions = 6,272 vectors per step
+        c.eval_batch_size = 500  # 10,000 test digits = 20 batches
+        c.num_train_steps = 20_000
+        c.optimizer.warmup_steps = 500
+        c.evals.codebook.every_steps = 2_000
+        c.checkpoint_every_steps = 2_000
     if arg.runlocal:
         c.batch_size = 32
         c.num_train_steps = 20
