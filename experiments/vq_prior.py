@@ -26,6 +26,9 @@ Arguments:
 
 Variants:
   maskgit     MaskGIT instead of the GPT: masked-code training, parallel decoding (below)
+  photos      the prior over experiments/vqgan.py's VQGAN codes of the photo crops (below)
+  mnist       over experiments/vqvae.py:mnist's 7x7 codes (tfds `mnist`, prepared by you)
+  cifar10     over experiments/vqgan.py:cifar10's 8x8 codes (tfds `cifar10`, prepared by you)
   runlocal    tiny VQ-VAE and GPT, 10 steps (`runlocal,stage1=DIR` after vqvae.py:runlocal)
 
 MaskGIT (Chang et al. 2022), `maskgit`: the same transformer made bidirectional with a
@@ -67,15 +70,23 @@ from ml_collections.config_dict import placeholder
 
 try:
     from experiments.common import parse_arg
+    from experiments.vqgan import get_config as vqgan_config
     from experiments.vqvae import get_config as vqvae_config
 except ImportError:  # installed, outside the repository: the configs ship as ssl_gen_experiments
     from ssl_gen_experiments.common import parse_arg
+    from ssl_gen_experiments.vqgan import get_config as vqgan_config
     from ssl_gen_experiments.vqvae import get_config as vqvae_config
 
 
 def get_config(arg=None):
-    arg = parse_arg(arg, stage1="", maskgit=False, runlocal=False)
-    stage1 = vqvae_config("runlocal" if arg.runlocal else None)
+    arg = parse_arg(arg, stage1="", maskgit=False, photos=False, mnist=False, cifar10=False,
+                    runlocal=False)
+    if arg.photos + arg.mnist + arg.cifar10 > 1:
+        raise ValueError("vq_prior: choose one of photos, mnist, cifar10")
+    stage1_arg = "runlocal" if arg.runlocal else ("mnist" if arg.mnist else
+                                                  "cifar10" if arg.cifar10 else None)
+    vqgan = arg.photos or arg.cifar10
+    stage1 = (vqgan_config if vqgan else vqvae_config)(stage1_arg)
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.dataset = ml_collections.ConfigDict(dict(
@@ -110,6 +121,32 @@ def get_config(arg=None):
     c.prefetch = 2
     c.progress_bar = True
 
+    if arg.mnist or arg.cifar10:
+        # The tfds sets at scale: 49 (mnist) or 64 (cifar10) codes of K = 512 / 1024, 60k or
+        # 50k training images; an 8-block GPT of width 256, the stage-1 run's dataset.
+        c.dataset.name = stage1.dataset.name
+        c.model.kwargs.stage1_model = "vqgan" if arg.cifar10 else "vqvae"
+        c.model.kwargs.prior = dict(width=256, depth=8, num_heads=8, dropout=0.1,
+                                    tie_embeddings=True)
+        c.batch_size = 128
+        c.eval_batch_size = 500
+        c.num_train_steps = c.checkpoint_every_steps = 20_000
+        c.optimizer.update(learning_rate=6e-4, warmup_steps=1_000)
+        c.evals.prior.every_steps = 2_000
+        c.evals.two_sample.kwargs.num = 1_000
+
+    if arg.photos:
+        # The VQGAN of experiments/vqgan.py on the photo crops: an 8x8 grid of K = 512 codes
+        # per 32x32 crop, 10,000 training crops. The model's `vqvae/` holds the VQGAN's
+        # autoencoder (the mapping {"vqvae": ""} as above; its discriminator is left behind).
+        c.dataset.name = "labelled_photos"
+        c.model.kwargs.stage1_model = "vqgan"
+        c.model.kwargs.prior.variant = "photos"
+        c.eval_batch_size = 200  # 2,000 test crops = 10 batches
+        c.num_train_steps = c.checkpoint_every_steps = 1000  # 64 x 64 codes a step, 6.4 epochs
+        c.evals.prior.every_steps = 250
+        c.evals.two_sample.kwargs.num = 500
+
     if arg.maskgit:
         # The same transformer, bidirectional, with the [MASK] code; decoding settings are
         # the model's: T = 8 steps for 16 codes (MaskGIT's 8-12 for 256), confidence noise
@@ -136,4 +173,7 @@ def get_config(arg=None):
         c.evals.two_sample.kwargs.num = 32
         c.log_every_steps = 5
         c.checkpoint_every_steps = 10
+        if arg.photos:  # the tiny VQGAN's 8x8 codes of K = 16; a slice of each split
+            c.dataset.update(train_split="train[:512]", eval_split="test[:200]")
+            c.eval_batch_size = 40
     return c

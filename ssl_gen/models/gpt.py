@@ -48,6 +48,9 @@ VARIANTS = {
     "gpt2_small": dict(width=768, depth=12, num_heads=12, max_len=1024),
     # The prior over the digits VQ-VAE's 4x4 code grid (16 tokens, K = 256).
     "digits": dict(width=128, depth=4, num_heads=4, max_len=16),
+    # The prior over the photo VQGAN's 8x8 code grid (64 tokens, K = 512; experiments/vq_prior.py
+    # :photos): the digits' width and depth, 4x the context.
+    "photos": dict(width=128, depth=4, num_heads=4, max_len=64),
     # Unit tests and `runlocal`.
     "tiny": dict(width=32, depth=2, num_heads=2, max_len=16),
 }
