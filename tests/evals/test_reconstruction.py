@@ -28,6 +28,22 @@ def _batches(source, size):
     return gen
 
 
+def _edges(x):  # sum of |forward differences| along both axes, the whole split
+    return float(np.abs(np.diff(x, axis=1)).sum() + np.abs(np.diff(x, axis=2)).sum())
+
+
+def test_gradient_ratio_is_one_for_the_data_below_for_blur_above_for_noise():
+    u = np.asarray(jax.random.uniform(jax.random.key(0), (4, 16, 16, 3)))
+    blur = (u + np.roll(u, 1, 1) + np.roll(u, 1, 2) + np.roll(u, (1, 1), (1, 2))) / 4
+    noise = np.clip(u + 0.3 * np.asarray(jax.random.normal(jax.random.key(1), u.shape)), 0, 1)
+    ones = jnp.ones(4)
+    ratio = lambda x: float(reconstruction._batch_sums(jnp.asarray(x), jnp.asarray(u), ones)[
+        "edges_reconstruction"]) / _edges(u)
+    assert abs(ratio(u) - 1.0) < 1e-6  # float32 sums against float64 ones
+    assert ratio(blur) < 0.6 and ratio(noise) > 1.1
+    np.testing.assert_allclose(ratio(blur), _edges(blur) / _edges(u), rtol=1e-5)
+
+
 def test_mse_psnr_ssim_over_the_split_match_numpy_and_the_grid_is_written(tmp_path):
     model = vqgan.Model(variant="tiny", image_shape=(16, 16, 3), quantizer="vq")
     test = _source(10)
@@ -38,7 +54,8 @@ def test_mse_psnr_ssim_over_the_split_match_numpy_and_the_grid_is_written(tmp_pa
     x_hat, u = np.clip(np.asarray(x_hat), 0, 1), np.asarray(aux["target"])
     mse = ((x_hat - u) ** 2).reshape(10, -1).mean(-1)
     want = {"mse_clipped": mse.mean(), "psnr": np.mean(-10 * np.log10(mse)),
-            "ssim": float(np.mean(perceptual.ssim(jnp.asarray(x_hat), jnp.asarray(u))))}
+            "ssim": float(np.mean(perceptual.ssim(jnp.asarray(x_hat), jnp.asarray(u)))),
+            "gradient_ratio": _edges(x_hat) / _edges(u)}
     for size in (4, 10):
         ctx = EvalContext(model=model, rng=jax.random.key(3), step=7, workdir=str(tmp_path),
                           eval_batches=_batches(test, size), train_source=test,
