@@ -65,6 +65,7 @@ def test_loss_is_the_numpy_infonce(params, negatives):
     np.testing.assert_allclose(aux["acc"], np.mean([r[1] for r in ref.values()]), atol=1e-6)
 
 
+@pytest.mark.slow  # compiles the CPC loss in every negatives mode (~60 s of the fast suite)
 def test_the_modes_differ_and_the_bound_is_mi_bounds_infonce(params):
     """The three modes give three different losses on one batch (so the NumPy check above
     tells them apart), and for the "both" block log N - L equals mi_bounds.infonce."""
