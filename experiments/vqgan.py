@@ -56,9 +56,9 @@ discriminator's accuracy rose from 0.5 to ~0.65. Every code stayed in use at eve
 reconstructions.png. At 400 steps (the first version of this config) the GAN run was behind
 on every metric (MSE 0.0287 vs 0.0264): the term needs a trained autoencoder to refine.
 
-Stage 2: `experiments/vq_prior.py` builds its stage 1 from experiments/vqvae.py; the model
-takes a VQGAN (`ssl_gen.models.vq_prior`, `stage1_model="vqgan"` with this config's
-model kwargs as `stage1`, init_from mapping {"vqvae": ""} as there).
+Stage 2: `experiments/vq_prior.py:photos,stage1=DIR` (and `:cifar10`) trains the GPT prior
+over this run's codes (`ssl_gen.models.vq_prior` with `stage1_model="vqgan"`, this config's
+model kwargs as `stage1`, init_from mapping {"vqvae": ""}).
 """
 
 import ml_collections
@@ -116,8 +116,7 @@ def get_config(arg=None):
     c.progress_bar = True
     if arg.cifar10:
         c.dataset.name = "cifar10"
-        c.model.kwargs.update(ch=64, num_res_blocks=2, code_dim=64, num_codes=1024,
-                              norm_groups=32, disc_ch=64)
+        c.model.kwargs.update(variant="cifar10", num_codes=1024)  # ssl_gen.models.vqgan
         c.batch_size = 64  # 64 images x 64 positions = 4,096 vectors per step
         c.eval_batch_size = 500  # 10,000 test images = 20 batches
         c.num_train_steps = 100_000

@@ -70,6 +70,10 @@ VARIANTS = {
     # for minutes on two shared CPU cores (ch 32 costs 2.5x the step time).
     "photos": dict(ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, code_dim=32, num_codes=512,
                    norm_groups=8, disc_ch=16, disc_layers=2),
+    # tfds cifar10 (experiments/vqgan.py:cifar10): the photos' f = 4 layout, 4x wider, 2
+    # residual blocks a level, K = 1024.
+    "cifar10": dict(ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, code_dim=64, num_codes=1024,
+                    norm_groups=32, disc_ch=64, disc_layers=2),
     # Unit tests and `runlocal`.
     "tiny": dict(ch=8, ch_mult=(1, 2), num_res_blocks=1, code_dim=4, num_codes=16,
                  norm_groups=4, disc_ch=8, disc_layers=2),
