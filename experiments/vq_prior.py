@@ -107,13 +107,12 @@ def get_config(arg=None):
         raise ValueError("vq_prior: choose one of photos, mnist, cifar10")
     stage1_arg = ",".join(a for a, on in (("mnist", arg.mnist), ("cifar10", arg.cifar10),
                                           ("runlocal", arg.runlocal)) if on) or None
-    vqgan = arg.photos or arg.cifar10
-    stage1 = (vqgan_config if vqgan else vqvae_config)(stage1_arg)
+    stage1 = (vqgan_config if arg.photos or arg.cifar10 else vqvae_config)(stage1_arg)
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.dataset = ml_collections.ConfigDict(dict(
-        name="digits", data_dir=placeholder(str), train_split="train", eval_split="test",
-        preprocess=()))  # raw 0..16 grey levels: the VQ-VAE maps its data_range itself
+    c.dataset = ml_collections.ConfigDict(dict(  # the stage-1 run's data, raw: the
+        name=stage1.dataset.name, data_dir=placeholder(str),  # autoencoder maps its range
+        train_split="train", eval_split="test", preprocess=()))
     c.batch_size = 64  # 64 digits x 16 codes = 1,024 next-code targets per step
     c.eval_batch_size = 120  # 360 test digits = 3 batches
     # ~27 epochs. Longer over-fits: in a 1,500-step run of this recipe (its first 434 steps
@@ -123,6 +122,7 @@ def get_config(arg=None):
 
     c.model = ml_collections.ConfigDict(dict(name="vq_prior", input_key="image", kwargs=dict(
         stage1=stage1.model.kwargs.to_dict(),  # the stage-1 model, rebuilt to load its run
+        stage1_model=stage1.model.name,  # "vqvae" or "vqgan"
         # 4 pre-LN blocks of width 128 (~0.8M parameters) for 1,437 training digits: dropout
         # and weight decay hold off over-fitting (the test NLL is the figure that counts).
         prior=dict(variant="digits", dropout=0.1, tie_embeddings=True))))
@@ -161,9 +161,7 @@ def get_config(arg=None):
     first = "masked_prior" if arg.maskgit else "prior"  # the likelihood eval of either kind
     if arg.mnist or arg.cifar10:
         # The tfds sets at scale: 49 (mnist) or 64 (cifar10) codes of K = 512 / 1024, 60k or
-        # 50k training images; an 8-block GPT of width 256, the stage-1 run's dataset.
-        c.dataset.name = stage1.dataset.name
-        c.model.kwargs.stage1_model = "vqgan" if arg.cifar10 else "vqvae"
+        # 50k training images; an 8-block GPT of width 256.
         c.model.kwargs.prior.update(width=256, depth=8, num_heads=8)
         c.batch_size = 128
         c.eval_batch_size = 500
@@ -176,8 +174,6 @@ def get_config(arg=None):
         # The VQGAN of experiments/vqgan.py on the photo crops: an 8x8 grid of K = 512 codes
         # per 32x32 crop, 10,000 training crops. The model's `vqvae/` holds the VQGAN's
         # autoencoder (the mapping {"vqvae": ""} as above; its discriminator is left behind).
-        c.dataset.name = "labelled_photos"
-        c.model.kwargs.stage1_model = "vqgan"
         c.model.kwargs.prior.variant = "photos"  # (maskgit: the same, bidirectional)
         c.eval_batch_size = 200  # 2,000 test crops = 10 batches
         c.num_train_steps = c.checkpoint_every_steps = 1000  # 64 x 64 codes a step, 6.4 epochs
