@@ -76,14 +76,13 @@ def evaluate(state, ctx, *, field: str = "image", prefix: str = "", num: int = 1
       tensorboard: also write it as a TensorBoard image.
     """
     model, variables = ctx.model, model_variables(state)
-    sums = None  # summed on the devices, read once at the end
+    sums, n = {}, 0.0
     for batch in ctx.eval_batches():
         mask = batch["example_mask"]
         x_hat, u = _reconstruct(model, variables, batch[field], mask)
-        part = {**_batch_sums(x_hat, u, mask), "examples": jnp.sum(mask)}
-        sums = part if sums is None else jax.tree.map(jnp.add, sums, part)
-    sums = {k: float(v) for k, v in jax.device_get(sums or {}).items()}
-    n = sums.pop("examples", 0.0)
+        for k, v in _batch_sums(x_hat, u, mask).items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        n += float(jnp.sum(mask))
     if n == 0:
         raise ValueError("reconstruction: the eval split is empty")
     edges, data_edges = sums.pop("edges_reconstruction"), sums.pop("edges_data")
