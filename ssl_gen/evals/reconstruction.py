@@ -80,6 +80,9 @@ def evaluate(state, ctx, *, field: str = "image", prefix: str = "", num: int = 1
     for batch in ctx.eval_batches():
         mask = batch["example_mask"]
         x_hat, u = _reconstruct(model, variables, batch[field], mask)
+        # Read on the host each batch: accumulating on the devices instead (one read at the
+        # end) left eager all-reduces queued behind the next batch's, and on the 8-device
+        # CPU backend of the tests two of eight threads missed the rendezvous (XLA abort).
         for k, v in _batch_sums(x_hat, u, mask).items():
             sums[k] = sums.get(k, 0.0) + float(v)
         n += float(jnp.sum(mask))
